@@ -1,0 +1,32 @@
+"""Exceptions raised by streamvid. Every one derives from StreamvidError."""
+
+from __future__ import annotations
+
+
+class StreamvidError(Exception):
+    """Base class of every error streamvid raises on purpose."""
+
+
+class SourceError(StreamvidError):
+    """A frame source cannot be opened or read. The message names the source and the cause."""
+
+    def __init__(self, source: object, cause: str) -> None:
+        self.source = str(source)
+        self.cause = cause
+        super().__init__(f"{self.source}: {cause}")
+
+
+class ModelError(StreamvidError):
+    """A model cannot be built or loaded (missing weights, unknown architecture)."""
+
+
+class MemoryFormatError(StreamvidError):
+    """A saved memory directory is damaged or was written by an incompatible version."""
+
+
+class ConfigError(StreamvidError):
+    """An unknown preset or a bad configuration value."""
+
+
+class QuestionError(StreamvidError):
+    """A question that cannot be answered as asked (empty, too long, not text)."""
