@@ -1,0 +1,92 @@
+"""Frame gate: drop a frame whose retrieval key is a near-duplicate of the last KEPT frame's key.
+
+As LongVU does with DINOv2 features: a frame is dropped when ``cos(key, last_kept) >= tau``.
+Comparing with the last kept frame (not the last seen one) means a slow drift is eventually
+kept instead of being dropped forever frame by frame.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from streamvid.compress._checks import CompressionError, check_tau, check_tokens
+
+_EPS = 1e-12
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """[k] → float32 [k] on CPU, divided by its norm. Both gate functions use exactly this."""
+    v = v.detach().float().cpu()
+    return v / v.norm().clamp_min(_EPS)
+
+
+def keep_frame(key: torch.Tensor, last_kept: torch.Tensor | None, tau: float) -> bool:
+    """Whether a frame with retrieval ``key`` [k] is kept, given the last kept frame's key [k] or None.
+
+    The first frame (``last_kept is None``) is always kept; otherwise the frame is dropped when
+    ``cos(key, last_kept) >= tau``. Keys need not be normalised.
+    """
+    tau = check_tau("tau", tau)
+    check_tokens("key", key, 1, "[k]")
+    if last_kept is None:
+        return True
+    check_tokens("last_kept", last_kept, 1, "[k]")
+    if last_kept.shape != key.shape:
+        raise CompressionError(f"key {tuple(key.shape)} and last_kept {tuple(last_kept.shape)} differ")
+    return float(_unit(key) @ _unit(last_kept)) < tau
+
+
+def gate_sequence(keys: torch.Tensor, tau: float) -> torch.Tensor:
+    """The gate over a whole sequence: keys [T, k] → keep mask [T] bool (on the keys' device).
+
+    Sequential: frame t is compared with the last frame before it that was kept.
+    Same decisions as calling :func:`keep_frame` frame by frame.
+    """
+    tau = check_tau("tau", tau)
+    check_tokens("keys", keys, 2, "[T, k]")
+    n_frames = keys.shape[0]
+    keep = torch.zeros(n_frames, dtype=torch.bool)
+    if n_frames == 0:
+        return keep.to(keys.device)
+    keys = keys.detach().float().cpu()
+    last = _unit(keys[0])
+    keep[0] = True
+    for t in range(1, n_frames):
+        unit = _unit(keys[t])
+        if float(unit @ last) < tau:
+            keep[t] = True
+            last = unit
+    return keep.to(keys.device)
+
+
+class FrameGate:
+    """Stateful gate for a live stream: ``admit(key)`` says keep/drop and counts both.
+
+    Holds only the last kept key. ``seen``, ``kept`` and ``dropped`` are running counts.
+    """
+
+    def __init__(self, tau: float) -> None:
+        self.tau = check_tau("tau", tau)
+        self.last_kept: torch.Tensor | None = None
+        self.seen = 0
+        self.kept = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.seen - self.kept
+
+    def admit(self, key: torch.Tensor) -> bool:
+        """key [k] → True when the frame is kept (it becomes the new reference)."""
+        keep = keep_frame(key, self.last_kept, self.tau)
+        self.seen += 1
+        if keep:
+            self.kept += 1
+            self.last_kept = key.detach().clone()
+        return keep
+
+    def reset(self) -> None:
+        """Forget the reference (e.g. at a source change); counts are kept."""
+        self.last_kept = None
+
+    def stats(self) -> dict[str, int]:
+        return {"frames_seen": self.seen, "frames_kept": self.kept, "frames_dropped": self.dropped}
