@@ -26,7 +26,11 @@ _LAZY = {
     "open_source": "streamvid.sources",
     "FrameSource": "streamvid.sources",
     "PushSource": "streamvid.sources",
+    "TruncatedVideoWarning": "streamvid.sources",
     "AgentConfig": "streamvid.config",
+    "MemoryBank": "streamvid.memory",
+    "StreamAgent": "streamvid.agent",
+    "load_video_llm": "streamvid.models",
 }
 
 

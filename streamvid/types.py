@@ -7,9 +7,12 @@ sources), counted from the first frame of the source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is only named in annotations: importing a source stays light
+    import torch
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class Event:
     @property
     def n_tokens(self) -> int:
         return 0 if self.tokens is None else int(self.tokens.shape[0])
+
+    def __repr__(self) -> str:
+        where = "archived" if self.tokens is None else f"{self.n_tokens} tokens"
+        caption = f", caption={self.caption!r}" if self.caption else ""
+        return (f"Event(id={self.id}, {format_span(self.t_start, self.t_end)}, {where}, "
+                f"{len(self.frame_times)} frames{caption})")
 
 
 @dataclass(frozen=True)

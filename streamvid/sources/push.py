@@ -1,0 +1,91 @@
+"""A source the caller feeds: the browser UI or an API pushes frames, the agent iterates them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from streamvid.errors import SourceError
+from streamvid.sources.base import FpsSampler, FrameSource, LatestFrameBuffer, resize_rgb, short_side_shape
+from streamvid.types import Frame
+
+
+class PushSource(FrameSource):
+    """Frames handed in with ``push(rgb, t=None)`` from any thread, read by one consumer thread.
+
+    At most ``max_pending`` frames wait; when the consumer is slower, the oldest waiting frame is
+    dropped (the newest wins) and counted in ``dropped``. ``t=None`` stamps the arrival time on a
+    monotonic clock, relative to the first push. ``close()`` ends iteration after the frames
+    still waiting. ``Frame.index`` counts every accepted push, so gaps show drops and skips.
+    """
+
+    backend = "push"
+    is_live = True
+
+    def __init__(self, max_pending: int = 1, fps: float | None = None, size: int | None = None) -> None:
+        super().__init__("push", fps, size)
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise SourceError(self.spec, f"max_pending must be an int >= 1, got {max_pending!r}")
+        self._buffer = LatestFrameBuffer(max_pending)
+        self._sampler = FpsSampler(self.fps)
+        self._push_lock = threading.Lock()
+        self._count = 0
+        self._t_first: float | None = None
+        self._last_t = -np.inf
+
+    def push(self, rgb: np.ndarray, t: float | None = None) -> bool:
+        """Offer one H×W×3 uint8 RGB frame (copied). Returns False when ``fps=`` skipped it.
+
+        Raises SourceError when the source is closed, the array is not H×W×3 uint8, or ``t`` is
+        earlier than the previous frame's time.
+        """
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            got = (f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray)
+                   else type(rgb).__name__)
+            raise SourceError(self.spec, f"push() needs an H×W×3 uint8 RGB array, got {got}")
+        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise SourceError(self.spec, f"push() got an empty image of shape {rgb.shape}")
+        with self._push_lock:
+            if self._closed:
+                raise SourceError(self.spec, "push() after close(): the source is closed")
+            now = time.monotonic()
+            if self._t_first is None:
+                self._t_first = now
+            if t is None:
+                t = now - self._t_first
+            elif t < self._last_t:
+                raise SourceError(self.spec, f"push() time {t} s is earlier than the previous frame's "
+                                             f"{self._last_t} s; times must not decrease")
+            t = max(float(t), self._last_t)
+            self._last_t = t
+            index = self._count
+            self._count += 1
+            if not self._sampler.keep(t):
+                return False
+            # Under the lock so concurrent pushers cannot reorder frames against their times.
+            shape = short_side_shape(rgb.shape[0], rgb.shape[1], self.size)
+            out = resize_rgb(rgb, shape) if self.size is not None else np.array(rgb, order="C", copy=True)
+            if self._buffer.put(Frame(index, t, out)):
+                with self._lock:
+                    self._dropped += 1
+        return True
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None after ``timeout`` seconds without one or once closed and drained."""
+        return self._buffer.get(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """True once closed and every waiting frame has been read."""
+        return self._buffer.finished
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self._buffer)
+
+    def close(self) -> None:
+        with self._push_lock:
+            super().close()
+            self._buffer.finish()
