@@ -1,0 +1,251 @@
+"""Video-LLM adapters behind one protocol, and the loader that picks the family.
+
+``load_video_llm(model)`` accepts
+
+* ``"tiny:smolvlm" | "tiny:qwen2_5_vl" | "tiny:llava_onevision"`` — the real architecture classes
+  at tiny sizes with seeded random weights, built in-process (see streamvid.models.tiny);
+* a local directory holding a Hugging Face model (``config.json`` names the architecture);
+  with ``random_weights=True`` only its config/tokenizer files are needed and the model is
+  built at real size with seeded random weights (``config_overrides`` can cut layer counts);
+* a hub id (``owner/name``) found in the Hugging Face cache, or downloaded when the hub is
+  reachable and ``HF_HUB_OFFLINE`` is not set. Otherwise ModelError says how to get it.
+
+Nothing is imported from transformers or downloaded until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from streamvid.errors import ConfigError, ModelError
+from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
+from streamvid.models.paths import shared_model_dir, shared_models_root
+from streamvid.models.tiny import TINY_BUILDERS, TINY_FAMILIES
+
+ARCHITECTURES = {
+    "Idefics3ForConditionalGeneration": "smolvlm",
+    "SmolVLMForConditionalGeneration": "smolvlm",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
+}
+MODEL_TYPES = {"idefics3": "smolvlm", "smolvlm": "smolvlm", "qwen2_5_vl": "qwen2_5_vl",
+               "llava_onevision": "llava_onevision"}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+__all__ = [
+    "ARCHITECTURES", "BaseVideoLLM", "GenerationStats", "TextStream", "VideoLLM", "VisualTokens",
+    "detect_family", "load_video_llm", "model_available", "resolve_model_dir", "shared_model_dir", "shared_models_root",
+]
+
+
+def detect_family(config: dict[str, Any], where: str = "") -> str:
+    """Adapter family from a config.json dict (``architectures``, then ``model_type``)."""
+    for arch in config.get("architectures") or []:
+        if arch in ARCHITECTURES:
+            return ARCHITECTURES[arch]
+    if config.get("model_type") in MODEL_TYPES:
+        return MODEL_TYPES[config["model_type"]]
+    found = ", ".join(config.get("architectures") or []) or config.get("model_type") or "nothing"
+    raise ModelError(
+        f"unsupported architecture {found}{' in ' + where if where else ''}; streamvid supports "
+        f"{', '.join(ARCHITECTURES)}"
+    )
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A TCP connect to the hub endpoint, bounded by ``timeout``: never hangs offline."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _how_to_get(model: str) -> str:
+    return (f"download it with `huggingface-cli download {model}` on a machine with network access "
+            f"(or `hf download {model}`), or pass a local directory with --model PATH")
+
+
+# What a download fetches: configs, tokenizer/processor files and safetensors weights (no duplicate
+# .bin/.onnx/.gguf exports).
+WEIGHT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def model_available(model: str, timeout: float = 3.0) -> bool:
+    """Whether ``load_video_llm(model)`` can get its weights now: a tiny model whose shared files are
+    present, a local model directory, a hub id in the cache, or a hub id while the hub is reachable
+    and HF_HUB_OFFLINE is unset. Quick (one bounded TCP connect at most); never downloads."""
+    if model.startswith("tiny:"):
+        from streamvid.models.tiny import QWEN_DIR, SMOL_DIR
+
+        folder = SMOL_DIR if model == "tiny:smolvlm" else QWEN_DIR
+        return model[5:] in TINY_BUILDERS and (shared_models_root() / folder / "config.json").is_file()
+    if (Path(model).expanduser() / "config.json").is_file():
+        return True
+    if len(model.split("/")) != 2:
+        return False
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(model, local_files_only=True)
+        return True
+    except Exception:
+        return not _offline() and _hub_reachable(timeout)
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local directory for ``model``: the path itself, else the hub id's cached snapshot, else a
+    download when the hub is reachable. ModelError (naming the model and how to get it) otherwise."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p} is a directory without config.json; it is not a Hugging Face model folder")
+        return p
+    parts = model.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ModelError(f"{model!r} is neither a model directory nor a hub id like 'owner/name'")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as cached_err:  # not in the cache (any flavour of hub error)
+        if _offline():
+            raise ModelError(f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                             f"{_how_to_get(model)}") from cached_err
+    if not _hub_reachable():
+        raise ModelError(f"model {model} is not in the Hugging Face cache and the hub is unreachable; "
+                         f"{_how_to_get(model)}")
+    try:
+        return Path(snapshot_download(model, allow_patterns=WEIGHT_FILES))
+    except Exception as err:
+        raise ModelError(f"could not download model {model}: {err}; {_how_to_get(model)}") from err
+
+
+def _set_dotted(config: Any, key: str, value: Any) -> None:
+    obj = config
+    *path, leaf = key.split(".")
+    for part in path:
+        if not hasattr(obj, part):
+            raise ConfigError(f"config override {key!r}: the config has no {part!r}")
+        obj = getattr(obj, part)
+    if not hasattr(obj, leaf):
+        raise ConfigError(f"config override {key!r}: the config has no {leaf!r}")
+    setattr(obj, leaf, value)
+    # Per-layer lists must match a changed layer count.
+    if leaf == "num_hidden_layers" and isinstance(getattr(obj, "layer_types", None), list):
+        obj.layer_types = obj.layer_types[:value] + obj.layer_types[-1:] * max(0, value - len(obj.layer_types))
+
+
+def _build_adapter(family: str, model: Any, processor: Any, name: str, device: str, dtype: torch.dtype,
+                   frame_hw: tuple[int, int] | None) -> BaseVideoLLM:
+    model = model.to(device=device, dtype=dtype)
+    if family == "smolvlm":
+        from streamvid.models.smolvlm import SmolVLMAdapter
+
+        return SmolVLMAdapter(model, processor, name=name, device=device, dtype=dtype)
+    if family == "qwen2_5_vl":
+        from streamvid.models.qwen2_5_vl import DEFAULT_FRAME_HW, Qwen2_5_VLAdapter
+
+        return Qwen2_5_VLAdapter(model, processor, name=name, device=device, dtype=dtype,
+                                 frame_hw=frame_hw or DEFAULT_FRAME_HW)
+    from streamvid.models.llava_onevision import LlavaOnevisionAdapter
+
+    return LlavaOnevisionAdapter(model, processor, name=name, device=device, dtype=dtype)
+
+
+def _from_config(config: Any, seed: int, dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForImageTextToText
+    from transformers.initialization import no_init_weights
+
+    # Seeded on a private RNG state so that building a model never disturbs the caller's. Modules
+    # are built without their own init, then the model's init runs once: 3× quicker at real size.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with no_init_weights():
+            net = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        net.init_weights()
+    return net
+
+
+def load_video_llm(
+    model: str,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+    *,
+    random_weights: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+    frame_hw: tuple[int, int] | None = None,
+) -> BaseVideoLLM:
+    """Load a Video-LLM adapter (see the module docstring for what ``model`` may be).
+
+    random_weights:   build from the folder's config with seeded random weights (no weight files needed)
+    config_overrides: {"text_config.num_hidden_layers": 2, "vision_config.depth": 1, ...}, set on the
+                      loaded config before building (random_weights only)
+    frame_hw:         Qwen2.5-VL's fixed frame size (multiples of 28); default 336×448, tiny 112×112
+    """
+    torch_dtype = _torch_dtype(dtype)
+    if not isinstance(model, str) or not model:
+        raise ModelError(f"model must be a hub id, a directory or 'tiny:<family>', got {model!r}")
+    if config_overrides and not random_weights and not model.startswith("tiny:"):
+        raise ConfigError("config_overrides only apply with random_weights=True or a tiny: model")
+
+    if model.startswith("tiny:"):
+        family = model.split(":", 1)[1]
+        if family not in TINY_BUILDERS:
+            raise ModelError(f"unknown tiny model {model!r}; choose one of "
+                             f"{', '.join('tiny:' + f for f in TINY_FAMILIES)}")
+        config, processor = TINY_BUILDERS[family]()
+        for key, value in (config_overrides or {}).items():
+            _set_dotted(config, key, value)
+        net = _from_config(config, seed, torch_dtype)
+        hw = frame_hw or ((112, 112) if family == "qwen2_5_vl" else None)
+        return _build_adapter(family, net, processor, model, device, torch_dtype, hw)
+
+    model_dir = resolve_model_dir(model)
+    with open(model_dir / "config.json", encoding="utf-8") as f:
+        family = detect_family(json.load(f), str(model_dir))
+
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        if family == "llava_onevision":
+            from streamvid.models.tiny import LLAVA_OV_CHAT_TEMPLATE
+
+            processor = AutoProcessor.from_pretrained(model_dir)
+            processor.chat_template = LLAVA_OV_CHAT_TEMPLATE
+        else:
+            processor = AutoProcessor.from_pretrained(model_dir)
+        if random_weights:
+            config = AutoConfig.from_pretrained(model_dir)
+            for key, value in (config_overrides or {}).items():
+                _set_dotted(config, key, value)
+            net = _from_config(config, seed, torch_dtype)
+        else:
+            net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as err:
+        hint = "" if random_weights else " (only config/tokenizer files? pass random_weights=True)"
+        raise ModelError(f"cannot load model {model} from {model_dir}: {err}{hint}") from err
+    return _build_adapter(family, net, processor, model, device, torch_dtype, frame_hw)
