@@ -8,17 +8,15 @@ own vision tokens are a separate thing. Frames are preprocessed with torch on th
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from streamvid.errors import ModelError
+from streamvid.hub import cached_hub_file, hub_offline, hub_reachable
 
 # A tiny CLIP for the tiny-random preset: real open_clip architecture, random seeded weights.
 # The text tower keeps open_clip's BPE vocabulary (49408) so open_clip's own tokenizer works.
@@ -30,44 +28,6 @@ TINY_CLIP_CONFIG: dict = {
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint answers a TCP connect within ``timeout_s``.
-
-    huggingface_hub retries a failing name lookup for close to a minute before giving up, so a
-    machine with no network would appear to hang; one bounded probe answers the question first.
-    """
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout
-    worker.start()
-    worker.join(timeout_s + 0.5)
-    return bool(result and result[0])
-
-
-def _cached_hub_file(repo_id: str, filenames: Sequence[str]) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in filenames:
-        path = try_to_load_from_cache(repo_id, name)
-        if isinstance(path, str) and os.path.isfile(path):
-            return path
-    return None
 
 
 def _resolve_pretrained(model_name: str, pretrained: str) -> tuple[str, dict]:
@@ -97,18 +57,18 @@ def _resolve_pretrained(model_name: str, pretrained: str) -> tuple[str, dict]:
     if hub:
         repo_id, filename = os.path.split(hub)
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        cached = _cached_hub_file(repo_id, names)
+        cached = cached_hub_file(repo_id, names)
         if cached is not None:
             return cached, preprocess
         where = f"Hugging Face repo {repo_id}"
     else:
         where = tag_cfg.get("url", "its download URL")
-    if _hub_offline():
+    if hub_offline():
         raise ModelError(
             f"open_clip weights {model_name}/{pretrained} ({where}) are not in the local cache and "
             f"HF_HUB_OFFLINE is set; {how}"
         )
-    if hub and not _hub_reachable():
+    if hub and not hub_reachable():
         raise ModelError(
             f"open_clip weights {model_name}/{pretrained} ({where}) are not in the local cache and the hub "
             f"cannot be reached; {how}"

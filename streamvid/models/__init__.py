@@ -16,15 +16,13 @@ Nothing is imported from transformers or downloaded until a model is loaded.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 from streamvid.errors import ConfigError, ModelError
+from streamvid.hub import hub_offline, hub_reachable
 from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
 from streamvid.models.paths import shared_model_dir, shared_models_root
 from streamvid.models.tiny import TINY_BUILDERS, TINY_FAMILIES
@@ -68,21 +66,6 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A TCP connect to the hub endpoint, bounded by ``timeout``: never hangs offline."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _how_to_get(model: str) -> str:
     return (f"download it with `huggingface-cli download {model}` on a machine with network access "
             f"(or `hf download {model}`), or pass a local directory with --model PATH")
@@ -112,7 +95,7 @@ def model_available(model: str, timeout: float = 3.0) -> bool:
         snapshot_download(model, local_files_only=True)
         return True
     except Exception:
-        return not _offline() and _hub_reachable(timeout)
+        return not hub_offline() and hub_reachable(timeout)
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -131,10 +114,10 @@ def resolve_model_dir(model: str) -> Path:
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception as cached_err:  # not in the cache (any flavour of hub error)
-        if _offline():
+        if hub_offline():
             raise ModelError(f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
                              f"{_how_to_get(model)}") from cached_err
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelError(f"model {model} is not in the Hugging Face cache and the hub is unreachable; "
                          f"{_how_to_get(model)}")
     try:
