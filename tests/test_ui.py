@@ -1,0 +1,348 @@
+"""The browser app's logic without a browser: formatting, upload checks, and the callbacks driven
+directly against a real tiny-random agent (live pushes from threads, indexing a file, cited answers)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import pytest
+from streamvid_ui.__main__ import parse_setting
+from streamvid_ui.render import (
+    RateMeter,
+    UploadError,
+    check_video_file,
+    citations_text,
+    format_captions,
+    format_citations,
+    format_progress,
+    format_stats,
+    player_can_show,
+    thumbnail_data_uri,
+    timeline_items,
+)
+
+from streamvid.types import Caption, Citation, Event
+
+pytestmark = pytest.mark.timeout(120)
+
+SPAN = re.compile(r"\[(\d\d):(\d\d):(\d\d)–(\d\d):(\d\d):(\d\d)\]")
+
+
+def span_seconds(text: str) -> list[tuple[int, int]]:
+    return [(int(a) * 3600 + int(b) * 60 + int(c), int(d) * 3600 + int(e) * 60 + int(f))
+            for a, b, c, d, e, f in SPAN.findall(text)]
+
+
+def stat_value(html: str, key: str) -> str:
+    m = re.search(rf'data-key="{key}" data-value="([^"]*)"', html)
+    assert m, f"{key} missing from the stats panel"
+    return m.group(1)
+
+
+def make_event(i: int, t0: float, t1: float, caption: str = "", thumb: bool = True) -> Event:
+    rgb = np.full((48, 64, 3), 40 * i % 255, np.uint8) if thumb else None
+    return Event(id=i, t_start=t0, t_end=t1, tokens=None, token_times=np.zeros(0), token_positions=np.zeros(0),
+                 grid=(1, 1), key=np.zeros(4, np.float32), frame_keys=np.zeros((0, 4), np.float32),
+                 frame_times=np.zeros(0), caption=caption, thumbnail=rgb)
+
+
+# ---------------------------------------------------------------- pure formatting
+def test_stats_panel_shows_every_figure_with_raw_values() -> None:
+    html = format_stats({"status": "streaming <ok>", "ingest_fps": 1.96, "frames_seen": 1234, "events": 3,
+                         "dropped_frames": 2, "tokens_in_ram": 4096, "bytes_in_ram": 3 * 1024**2,
+                         "last_ttft_ms": 87.4})
+    assert stat_value(html, "frames_seen") == "1234"
+    assert stat_value(html, "events") == "3"
+    assert stat_value(html, "last_ttft_ms") == "87.4"
+    assert "1,234" in html and "3.0 MB" in html and "87 ms" in html and "2.0" in html
+    assert "<ok>" not in html and "&lt;ok&gt;" in html  # the status text is escaped
+    # Figures not known yet show a dash rather than a made-up zero.
+    empty = format_stats({"status": "idle"})
+    assert stat_value(empty, "last_ttft_ms") == "" and "–" in empty
+
+
+def test_rate_meter_measures_over_its_window_and_restarts_with_the_counter() -> None:
+    meter = RateMeter(window_s=4.0)
+    assert meter.rate() == 0.0
+    for t in range(11):
+        meter.add(float(t), 2 * t)  # 2 per second
+    assert meter.rate() == pytest.approx(2.0)
+    meter.add(11.0, 22 + 10)  # a burst: only the window's samples count
+    assert 2.0 < meter.rate() < 5.0
+    meter.add(12.0, 0)  # a new agent's counter: no negative rates
+    assert meter.rate() == 0.0
+    meter.add(13.0, 5)
+    assert meter.rate() == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        RateMeter(window_s=0)
+
+
+def test_upload_check_refuses_wrong_type_large_missing_and_empty_files(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x" * 2048)
+    assert check_video_file(video, max_bytes=4096) == video.resolve()
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(UploadError, match=r"notes\.txt: not a video file type \(\.txt\)"):
+        check_video_file(text)
+    with pytest.raises(UploadError, match=r"clip\.mp4 is 2\.0 KB; the upload limit is 1\.0 KB"):
+        check_video_file(video, max_bytes=1024)
+    with pytest.raises(UploadError, match="no such file"):
+        check_video_file(tmp_path / "gone.mp4")
+    (tmp_path / "empty.webm").write_bytes(b"")
+    with pytest.raises(UploadError, match="empty"):
+        check_video_file(tmp_path / "empty.webm")
+    with pytest.raises(UploadError, match="no video given"):
+        check_video_file("  ")
+    # The message names the user's file, not the server's temporary copy; its extension decides.
+    with pytest.raises(UploadError, match=r"^holiday\.exe: not a video"):
+        check_video_file(video, display_name="holiday.exe")
+    # No size limit for a file already on this machine.
+    assert check_video_file(video, max_bytes=None) == video.resolve()
+    assert issubclass(UploadError, Exception) and "StreamvidError" in [c.__name__ for c in UploadError.__mro__]
+
+
+def test_player_shows_only_playable_files_gradio_may_serve(tmp_path: Path) -> None:
+    mp4 = tmp_path / "a.mp4"
+    assert player_can_show(mp4)  # pytest's tmp_path is under the temp dir gradio serves
+    assert not player_can_show(tmp_path / "a.avi")
+    outside = Path("/srv/media/film.mp4")
+    assert not player_can_show(outside)
+    assert player_can_show(outside, allowed_dirs=["/srv/media"])
+
+
+def test_captions_feed_lines_are_time_spans_with_text() -> None:
+    caps = [Caption(0.0, 4.5, "a red ball", 0), Caption(4.5, 61.0, "", 1), Caption(61.0, 3725.0, "door opens", 2)]
+    text = format_captions(caps)
+    assert text.splitlines() == ["[00:00:00–00:00:04] a red ball", "[00:00:04–00:01:01] (no caption)",
+                                 "[00:01:01–01:02:05] door opens"]
+    assert format_captions(caps, limit=1) == "[00:01:01–01:02:05] door opens"
+    assert format_captions([]) == ""
+
+
+def test_citations_carry_exact_times_thumbnails_and_seek_targets() -> None:
+    thumb = np.zeros((120, 320, 3), np.uint8)
+    thumb[:, :160] = (255, 0, 0)
+    cites = [Citation(3, 12.25, 15.5, thumb), Citation(7, 61.0, 64.0, None)]
+    html = format_citations(cites, seekable=True)
+    assert html.count('class="sv-cite"') == 2
+    assert 'data-t-start="12.250" data-t-end="15.500"' in html and 'data-seek="12.250"' in html
+    assert 'data-seek="61.000"' in html and "[00:01:01–00:01:04]" in html
+    live = format_citations(cites, seekable=False)
+    assert "data-seek" not in live and "<button" not in live and 'data-t-start="61.000"' in live
+    assert "No cited moments" in format_citations([], seekable=True)
+    assert citations_text(cites) == "Cited: [00:00:12–00:00:15], [00:01:01–00:01:04]"
+    assert "nothing" in citations_text([])
+
+    # The embedded thumbnail decodes back to the same picture, shrunk to fit 160 px.
+    uri = thumbnail_data_uri(thumb)
+    assert uri is not None and uri.startswith("data:image/jpeg;base64,")
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (60, 160, 3)
+    assert img[30, 20, 2] > 200 and img[30, 20, 0] < 60  # left half red (BGR order after decoding)
+    assert img[30, 140].max() < 60
+    assert thumbnail_data_uri(None) is None
+    with pytest.raises(ValueError):
+        thumbnail_data_uri(np.zeros((4, 4), np.uint8))
+
+
+def test_timeline_is_in_time_order_and_skips_events_without_thumbnails() -> None:
+    events = [make_event(2, 10.0, 14.0, "later"), make_event(1, 0.0, 4.0, "first"),
+              make_event(3, 20.0, 22.0, thumb=False)]
+    items = timeline_items(events)
+    assert [label for _, label in items] == ["[00:00:00–00:00:04] first", "[00:00:10–00:00:14] later"]
+    assert all(img.dtype == np.uint8 and img.ndim == 3 for img, _ in items)
+
+
+def test_progress_line_reports_fraction_rate_events_and_eta() -> None:
+    line = format_progress("movie.mp4", 50, 200, 10.0, 3)
+    assert "50/200 frames (25%)" in line and "10.0 frames/s" in line and "3 events" in line
+    assert "ETA 00:00:15" in line
+    done = format_progress("movie.mp4", 200, 200, 10.0, 9, finished=True)
+    assert "200 frames" in done and "ETA" not in done and "done" in done
+    assert "12 frames" in format_progress("cam", 12, None, 0.0, 0)
+
+
+def test_setting_overrides_parse_literals() -> None:
+    assert parse_setting("fps=4") == ("fps", 4)
+    assert parse_setting("device=cpu") == ("device", "cpu")
+    assert parse_setting("frame_size=None") == ("frame_size", None)
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        parse_setting("fps")
+
+
+# ---------------------------------------------------------------- callbacks on a real tiny agent
+@pytest.fixture(scope="module")
+def factory():
+    from streamvid_ui.sessions import SharedModelFactory
+
+    return SharedModelFactory("tiny-random", device="cpu", fps=4)
+
+
+@pytest.fixture
+def app(factory):
+    from streamvid_ui.app import StreamvidApp
+
+    ui = StreamvidApp(factory, max_upload_bytes=50 * 1024**2)
+    yield ui
+    ui.close()
+
+
+def scene_frame(i: int, size: int = 96) -> np.ndarray:
+    """Frames whose scene changes every 6 frames, with a moving bar so none repeats."""
+    colours = [(230, 30, 30), (30, 220, 30), (30, 30, 230), (230, 230, 30)]
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = colours[(i // 6) % len(colours)]
+    img[:, (i * 5) % size] = 255
+    return img
+
+
+def drain(gen):
+    """The last value a callback generator yields."""
+    outputs = list(gen)
+    return outputs[-1] if outputs else None
+
+
+def test_live_frames_from_threads_while_answering(app) -> None:
+    assert app.live.stats()["status"] == "idle"
+    app.on_frame(None)  # the stream's first call may carry no image
+    assert app.live.frames_received == 0
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def camera(offset: int) -> None:
+        i = offset
+        try:
+            while not stop.is_set() and i < offset + 400:
+                app.on_frame(scene_frame(i))
+                i += 1
+                time.sleep(0.01)
+        except BaseException as exc:
+            errors.append(exc)
+
+    cams = [threading.Thread(target=camera, args=(k * 1000,)) for k in range(2)]
+    t_start = time.monotonic()
+    for c in cams:
+        c.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stats_html, _ = app.refresh_live()
+            if int(stat_value(stats_html, "events") or 0) >= 1:
+                break
+            time.sleep(0.2)
+        assert int(stat_value(stats_html, "events")) >= 1, "no event closed from a changing live stream"
+        assert stat_value(stats_html, "status") == "streaming"
+
+        seen_before = app.live.agent().memory.stats()["frames_seen"]
+        chat, box, cites = drain(app.ask_live("what colour was shown?", []))
+        elapsed = time.monotonic() - t_start
+        assert box == ""
+        assert [m["role"] for m in chat] == ["user", "assistant"]
+        assert chat[0]["content"] == "what colour was shown?"
+        assert chat[1]["content"].strip() and "Cited: [" in chat[1]["content"]
+        times = [(float(a), float(b)) for a, b in re.findall(r'data-t-start="([\d.]+)" data-t-end="([\d.]+)"', cites)]
+        assert times, "the answer cites nothing"
+        assert all(0.0 <= a <= b <= elapsed + 0.5 for a, b in times), (times, elapsed)
+        assert app.live.last_ttft_ms is not None and app.live.last_ttft_ms > 0
+
+        # Ingestion went on during and after the answer.
+        deadline = time.monotonic() + 20
+        while app.live.agent().memory.stats()["frames_seen"] <= seen_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.live.agent().memory.stats()["frames_seen"] > seen_before
+    finally:
+        stop.set()
+        for c in cams:
+            c.join()
+    assert not errors
+
+    stats_html, captions = app.stop_live()
+    assert app.live.stats()["status"] == "idle"
+    for line in captions.splitlines():
+        assert SPAN.match(line), line
+    # A bad frame is refused with its cause on the status line, and the stream carries on.
+    received = app.live.frames_received
+    app.on_frame(np.zeros((8, 8), np.float32))
+    assert "H×W×3 uint8" in app.live.stats()["status"]
+    app.on_frame(scene_frame(0))
+    assert app.live.frames_received == received + 1 and app.live.agent().is_running
+
+    stats_html, captions, chat, cites = app.reset_live()
+    assert chat == [] and captions == "" and "No cited moments" in cites
+    assert app.live.stats()["status"] == "idle"
+    assert stat_value(stats_html, "frames_seen") == ""
+
+
+def test_video_upload_indexes_and_answers_with_seekable_citations(app, factory, make_video, tmp_path: Path) -> None:
+    path, manifest = make_video("ui_clip.mp4", duration=6.0, fps=10, cuts=(2.0, 4.0))
+    with pytest.raises(gr.Error, match="no video yet"):
+        drain(app.ask_video("anything?", []))
+
+    outputs = list(app.index_video(str(path), ""))
+    progress, player, timeline, chat, cites = outputs[0]
+    assert player == str(path.resolve()) and chat == [] and "ui_clip.mp4" in progress
+    final = outputs[-1]
+    assert "done" in final[0] and "%" not in final[0]
+    events = app.video.events()
+    assert events and len(final[2]) == sum(e.thumbnail is not None for e in events)
+    labels = [label for _, label in final[2]]
+    assert [span_seconds(label)[0] for label in labels] == sorted(span_seconds(label)[0] for label in labels)
+
+    chat, box, cites = drain(app.ask_video("what happens at the start?", []))
+    assert chat[-1]["role"] == "assistant" and chat[-1]["content"].strip()
+    seeks = [float(s) for s in re.findall(r'data-seek="([\d.]+)"', cites)]
+    assert seeks and all(0.0 <= s <= manifest["duration"] for s in seeks)
+    assert len(span_seconds(chat[-1]["content"])) == len(seeks)
+
+    # Refused inputs say why and keep the indexed video's memory.
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a video")
+    with pytest.raises(gr.Error, match=r"notes\.txt: not a video file type"):
+        drain(app.index_video(str(bad), ""))
+    with pytest.raises(gr.Error, match="no video given"):
+        drain(app.index_video(None, "   "))
+    small = type(app)(factory, max_upload_bytes=1024)
+    with pytest.raises(gr.Error, match="the upload limit is 1.0 KB"):
+        drain(small.index_video(str(path), ""))
+    fake = tmp_path / "broken.mp4"
+    fake.write_bytes(b"\x00" * 4096)
+    with pytest.raises(gr.Error, match="broken.mp4"):
+        drain(app.index_video(None, str(fake)))
+    assert app.video.events() == events
+    with pytest.raises(gr.Error, match="empty"):
+        drain(app.ask_video("   ", chat))
+    chat2, _, _ = drain(app.ask_video("and then?", chat))
+    assert len(chat2) == 4
+
+
+def test_live_status_reports_errors_for_a_while_then_idles_and_streams(factory) -> None:
+    from streamvid_ui.sessions import LIVE_ERROR_SHOW_S, LIVE_IDLE_S, LiveSession
+
+    now = [100.0]
+    live = LiveSession(factory, clock=lambda: now[0])
+    try:
+        assert live.stats()["status"] == "idle"
+        with pytest.raises(Exception, match="H×W×3 uint8"):
+            live.push(np.zeros((4, 4, 4), np.uint8))
+        live.push(scene_frame(1))
+        assert live.stats()["status"].startswith("error: ")  # still shown right after the next good frame
+        now[0] += LIVE_ERROR_SHOW_S + 1
+        assert live.stats()["status"] == "waiting for the camera"  # no frame for longer than LIVE_IDLE_S
+        live.push(scene_frame(2))
+        assert live.stats()["status"] == "streaming"
+        now[0] += LIVE_IDLE_S + 0.5
+        assert live.stats()["status"] == "waiting for the camera"
+        live.stop()
+        assert live.stats()["status"] == "idle"
+    finally:
+        live.close()

@@ -1,0 +1,275 @@
+"""The app's agents: one for the live webcam, one for the indexed video, each guarded by a lock.
+
+gradio runs callbacks on worker threads, so a webcam frame, a question, a stats refresh and a
+reset can arrive at once. Each session's lock covers creating, starting, stopping, pushing to
+and replacing its agent (all quick); answering runs outside the lock, because the engine lets
+``ask`` read memory while ingestion goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from streamvid_ui.render import RateMeter
+
+from streamvid.errors import StreamvidError
+
+if TYPE_CHECKING:
+    from streamvid.agent import AnswerStream, StreamAgent
+    from streamvid.types import Caption, Event
+
+log = logging.getLogger("streamvid_ui")
+
+AgentFactory = Callable[[], "StreamAgent"]
+# After this long without a webcam frame the live status reads "waiting for the camera".
+LIVE_IDLE_S = 3.0
+# How long the status line keeps showing the last error (a refused frame, a failed ingestion).
+LIVE_ERROR_SHOW_S = 10.0
+
+
+class SharedModelFactory:
+    """Agents from one preset. With a Video-LLM preset the first call builds the models and later
+    calls build fresh memories around the same Video-LLM and retrieval encoder, so the live and
+    video tabs hold one copy. Other backends (``offline`` keeps per-stream perception state) get a
+    whole new agent each time."""
+
+    def __init__(self, preset: str = "auto", **overrides: Any) -> None:
+        self.preset = preset
+        self.overrides = overrides
+        self._lock = threading.Lock()
+        self._shared: tuple[Any, Any, Any] | None = None  # (config, llm, encoder)
+
+    def __call__(self) -> StreamAgent:
+        from streamvid.agent import StreamAgent
+        from streamvid.backends import VLMBackend
+
+        with self._lock:
+            if self._shared is not None:
+                config, llm, encoder = self._shared
+                return StreamAgent(config, llm=llm, encoder=encoder)
+            agent = StreamAgent.from_preset(self.preset, **self.overrides)
+            if isinstance(agent.backend, VLMBackend):
+                self._shared = (agent.config, agent.backend.llm, agent.backend.encoder)
+            return agent
+
+
+class LiveSession:
+    """The webcam's agent: started by the first pushed frame, stopped or reset from the page."""
+
+    def __init__(self, factory: AgentFactory, clock: Callable[[], float] = time.monotonic) -> None:
+        self._factory = factory
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._agent: StreamAgent | None = None
+        self.meter = RateMeter(window_s=5.0)
+        self.frames_received = 0
+        self.last_frame_at: float | None = None
+        self.last_ttft_ms: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at = 0.0
+        self._captions: list[Caption] = []
+
+    def _note_error(self, exc: BaseException) -> None:
+        self.last_error = str(exc)
+        self.last_error_at = self._clock()
+
+    def agent(self) -> StreamAgent:
+        """The live agent, built on first use."""
+        with self._lock:
+            return self._agent_locked()
+
+    def _agent_locked(self) -> StreamAgent:
+        if self._agent is None:
+            self._agent = self._factory()
+        return self._agent
+
+    def push(self, rgb: np.ndarray | None) -> bool:
+        """Give one webcam frame (H×W×3 uint8 RGB) to the agent, starting ingestion if it is not running.
+
+        Returns False for no frame. Never waits for an answer. Errors are raised, and kept in
+        ``last_error`` for the status line (a streaming callback has no other way to reach the page).
+        """
+        if rgb is None:
+            return False
+        try:
+            with self._lock:
+                agent = self._agent_locked()
+                if not agent.is_running:
+                    agent.start()
+                agent.push(rgb)
+                self.frames_received += 1
+                self.last_frame_at = self._clock()
+        except StreamvidError as exc:
+            self._note_error(exc)
+            raise
+        return True
+
+    def stop(self) -> dict[str, Any] | None:
+        """Stop ingesting (the open event closes, memory stays); the next frame starts again."""
+        with self._lock:
+            if self._agent is None:
+                return None
+            return self._agent.stop()
+
+    def reset(self) -> None:
+        """Forget everything: close the agent; the next frame or question builds a fresh one."""
+        with self._lock:
+            agent, self._agent = self._agent, None
+            self.meter = RateMeter(window_s=5.0)
+            self.frames_received = 0
+            self.last_frame_at = None
+            self.last_ttft_ms = None
+            self.last_error = None
+            self._captions = []
+        if agent is not None:
+            agent.close()
+
+    def ask_stream(self, question: str) -> AnswerStream:
+        """Answer from the live memory while frames keep arriving."""
+        return self.agent().ask_stream(question)
+
+    def captions(self) -> list[Caption]:
+        """Captions so far. A background error the agent reports here goes to the status line
+        and the captions already shown stay."""
+        agent = self._agent
+        if agent is None:
+            return []
+        try:
+            self._captions = list(agent.captions(follow=False))
+        except StreamvidError as exc:
+            self._note_error(exc)
+        return self._captions
+
+    def status(self) -> str:
+        if self.last_error and self._clock() - self.last_error_at <= LIVE_ERROR_SHOW_S:
+            return f"error: {self.last_error}"
+        agent = self._agent
+        if agent is None or not agent.is_running:
+            return "idle"
+        if self.last_frame_at is None or self._clock() - self.last_frame_at > LIVE_IDLE_S:
+            return "waiting for the camera"
+        return "streaming"
+
+    def stats(self) -> dict[str, Any]:
+        """Memory stats plus ingest fps, dropped frames, last time to first token and a status word."""
+        agent = self._agent
+        out: dict[str, Any] = {"status": self.status(), "last_ttft_ms": self.last_ttft_ms,
+                               "frames_received": self.frames_received}
+        if agent is None:
+            return out
+        mem = agent.memory.stats()
+        self.meter.add(self._clock(), int(mem["frames_seen"]))
+        out.update(mem)
+        out["ingest_fps"] = self.meter.rate()
+        out["dropped_frames"] = agent.dropped_frames
+        return out
+
+    def close(self) -> None:
+        self.reset()
+
+
+@dataclass
+class IndexJob:
+    """One video being indexed on a worker thread; poll ``done`` and ``progress()``."""
+
+    name: str
+    path: Path
+    agent: StreamAgent
+    total_frames: int | None
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    final_stats: dict[str, Any] | None = None
+    thread: threading.Thread | None = None
+    source: Any = None
+
+    def cancel(self) -> None:
+        """Stop reading the video; what was indexed so far stays in memory."""
+        if self.source is not None:
+            self.source.close()
+
+    def progress(self) -> tuple[int, float, int]:
+        """(frames read so far, frames per second since the start, events so far)."""
+        stats = self.agent.memory.stats()
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        return int(stats["frames_seen"]), stats["frames_seen"] / elapsed, int(stats["events"])
+
+
+class VideoSession:
+    """The video tab's agent: one indexed video at a time; indexing another replaces it."""
+
+    def __init__(self, factory: AgentFactory) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._agent: StreamAgent | None = None
+        self._job: IndexJob | None = None
+
+    @property
+    def job(self) -> IndexJob | None:
+        return self._job
+
+    def start_indexing(self, path: Path, name: str | None = None) -> IndexJob:
+        """Open the video and index it on a worker thread. A video that cannot be opened raises
+        SourceError and leaves the previously indexed video's memory in place."""
+        from streamvid.sources import open_source
+
+        with self._lock:
+            if self._job is not None and not self._job.done.is_set():
+                raise StreamvidError(f"still indexing {self._job.name}; wait until it finishes")
+            agent = self._factory()
+            try:
+                src = open_source(str(path), fps=agent.config.fps, size=agent.config.frame_size)
+            except BaseException:
+                agent.close()
+                raise
+            old, self._agent = self._agent, agent
+            duration = getattr(src, "duration", None)
+            total = int(duration * agent.config.fps) + 1 if duration else None
+            job = IndexJob(name=name or path.name, path=path, agent=agent, total_frames=total, source=src)
+            job.thread = threading.Thread(target=self._run, args=(job, src), name="streamvid-ui-index", daemon=True)
+            self._job = job
+        if old is not None:
+            old.close()
+        job.thread.start()
+        return job
+
+    @staticmethod
+    def _run(job: IndexJob, src: Any) -> None:
+        try:
+            job.final_stats = job.agent.ingest(src, progress=False)
+        except BaseException as exc:  # shown on the page by the polling callback
+            log.exception("indexing %s failed", job.name)
+            job.error = exc
+        finally:
+            job.done.set()
+
+    def agent(self) -> StreamAgent:
+        """The agent over the indexed video; StreamvidError before any video was given."""
+        agent = self._agent
+        if agent is None:
+            raise StreamvidError("no video yet: upload one or give a path, then press Index")
+        return agent
+
+    def ask_stream(self, question: str) -> AnswerStream:
+        return self.agent().ask_stream(question)
+
+    def events(self) -> list[Event]:
+        agent = self._agent
+        return [] if agent is None else agent.memory.events()
+
+    def close(self) -> None:
+        with self._lock:
+            agent, self._agent = self._agent, None
+            job = self._job
+        if job is not None and job.thread is not None and not job.done.is_set():
+            job.cancel()
+            job.thread.join(timeout=10)
+        if agent is not None:
+            agent.close()
