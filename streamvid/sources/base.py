@@ -192,6 +192,25 @@ class LatestFrameBuffer:
             yield frame
 
 
+class BufferedFrameSource(FrameSource):
+    """A live source whose frames wait in a LatestFrameBuffer (``self._buffer``) filled by another thread."""
+
+    _buffer: LatestFrameBuffer
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None after ``timeout`` seconds without one or once finished and drained.
+        Raises SourceError when the source failed or closed on its own."""
+        return self._buffer.get(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """True once the producer finished and every waiting frame has been read."""
+        return self._buffer.finished
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self._buffer)
+
+
 def source_error(spec: object, cause: str, exc: BaseException | None = None) -> SourceError:
     """A SourceError whose cause also carries the underlying library's message."""
     if exc is not None:

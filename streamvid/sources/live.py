@@ -19,6 +19,7 @@ import cv2
 
 from streamvid.errors import SourceError
 from streamvid.sources.base import (
+    BufferedFrameSource,
     FpsSampler,
     FrameSource,
     LatestFrameBuffer,
@@ -35,7 +36,7 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
 NETWORK_SCHEMES = (*LIVE_SCHEMES, "http", "https")
 
 
-class ThreadedLiveSource(FrameSource):
+class ThreadedLiveSource(BufferedFrameSource):
     """Base of live sources: a reader thread runs ``_produce`` into a one-slot buffer.
 
     Subclasses open their device in ``__init__``, then call ``_start(open_timeout)``, which waits
@@ -100,18 +101,6 @@ class ThreadedLiveSource(FrameSource):
                 self._buffer.get(0)
             finally:
                 self.close()
-
-    def read(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame, or None after ``timeout`` seconds without one or at the end.
-        Raises SourceError when the source failed or closed on its own."""
-        return self._buffer.get(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return self._buffer.finished
-
-    def __iter__(self) -> Iterator[Frame]:
-        return iter(self._buffer)
 
     def close(self, join_timeout: float = 5.0) -> None:
         """Stop the reader; it exits after its current read (bounded by the read timeout)."""

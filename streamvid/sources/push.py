@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
 from streamvid.errors import SourceError
-from streamvid.sources.base import FpsSampler, FrameSource, LatestFrameBuffer, resize_rgb, short_side_shape
+from streamvid.sources.base import (
+    BufferedFrameSource,
+    FpsSampler,
+    LatestFrameBuffer,
+    resize_rgb,
+    short_side_shape,
+)
 from streamvid.types import Frame
 
 
-class PushSource(FrameSource):
+class PushSource(BufferedFrameSource):
     """Frames handed in with ``push(rgb, t=None)`` from any thread, read by one consumer thread.
 
     At most ``max_pending`` frames wait; when the consumer is slower, the oldest waiting frame is
@@ -72,18 +77,6 @@ class PushSource(FrameSource):
                 with self._lock:
                     self._dropped += 1
         return True
-
-    def read(self, timeout: float | None = None) -> Frame | None:
-        """The next frame, or None after ``timeout`` seconds without one or once closed and drained."""
-        return self._buffer.get(timeout)
-
-    @property
-    def finished(self) -> bool:
-        """True once closed and every waiting frame has been read."""
-        return self._buffer.finished
-
-    def __iter__(self) -> Iterator[Frame]:
-        return iter(self._buffer)
 
     def close(self) -> None:
         with self._push_lock:
