@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class AgentConfig:
 
     # Sampling.
     fps: float = 2.0
+    batch_frames: int = 8  # frames per batch through the encoders when ingesting a file
     frame_size: int | None = None  # short side to resize to on decode; None keeps the source size
 
     # Compression.
@@ -42,11 +44,20 @@ class AgentConfig:
     segment_max_frames: int = 64
     segment_z: float = 2.0
     segment_window: int = 32
+    # Always start a new event when a kept frame's surprise (1 − cos to the open event's mean key) is above
+    # this, once the open event has segment_min_frames frames; None: the adaptive threshold alone decides.
+    segment_hard_surprise: float | None = None
 
     # Answering.
     read_tokens: int = 1024  # token budget of the assembled prompt
     search_k: int = 5
     max_new_tokens: int = 128
+
+    # Captions (one per closed event, from its stored tokens).
+    captions: bool = True
+    caption_tokens: int = 32
+    caption_similar: float = 0.95  # stay silent when the event's key has cosine >= this with the last caption's
+    caption_min_gap_s: float = 0.0  # source seconds between captions at least (rate limit)
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,6 +73,10 @@ class AgentConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny-random": dict(model="tiny:smolvlm", clip_model="tiny", clip_pretrained="", tokens_per_frame=16,
                         event_tokens=32, max_ram_tokens=4096, read_tokens=512, max_new_tokens=16),
+    "offline": dict(model="offline", clip_model="", clip_pretrained="", fps=1.0, tau_dup=0.97,
+                    tokens_per_frame=1, event_tokens=16, segment_min_frames=1, segment_hard_surprise=0.3,
+                    max_ram_tokens=4096,
+                    read_tokens=64, search_k=5, max_new_tokens=64),
     "smolvlm2-500m": dict(model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", clip_model="ViT-B-32",
                           clip_pretrained="laion2b_s34b_b79k"),
     "qwen2.5-vl-3b": dict(model="Qwen/Qwen2.5-VL-3B-Instruct", clip_model="ViT-B-16",
@@ -73,8 +88,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+AUTO_CHOICE = "smolvlm2-500m"
+
+
+def resolve_auto(model: str | None = None) -> str:
+    """The preset ``auto`` stands for: the VLM preset when its weights are cached or reachable, else
+    ``offline``. Quick: one bounded connection attempt at most, none under HF_HUB_OFFLINE."""
+    from streamvid.models import model_available
+
+    if model_available(model or PRESETS[AUTO_CHOICE]["model"]):
+        return AUTO_CHOICE
+    print(f"streamvid: {PRESETS[AUTO_CHOICE]['model']} is not cached and the hub is unreachable; "
+          "using the offline preset.", file=sys.stderr)
+    return "offline"
+
+
 def preset_config(name: str, **overrides: Any) -> AgentConfig:
-    """The named preset's AgentConfig with ``overrides`` applied."""
+    """The named preset's AgentConfig with ``overrides`` applied (``auto`` resolves first)."""
+    if name == "auto":
+        name = resolve_auto(overrides.get("model"))
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of: auto, {', '.join(PRESETS)}")
     return AgentConfig(preset=name, **PRESETS[name]).replace(**overrides)

@@ -20,7 +20,7 @@ from streamvid.sources.base import (
     check_size,
     short_side_shape,
 )
-from streamvid.sources.files import FileSource
+from streamvid.sources.files import FileSource, StreamSource
 from streamvid.sources.images import ImageDirSource
 from streamvid.sources.live import NETWORK_SCHEMES, CameraSource, NetworkSource, ThreadedLiveSource
 from streamvid.sources.push import PushSource
@@ -34,7 +34,8 @@ def open_source(spec: int | str | os.PathLike, fps: float | None = None, size: i
     """Open a frame source.
 
     spec:      a video file, a directory of images, a URL (rtsp://, rtmp://, udp://, srt://,
-               http(s)://), a camera (0, "camera:0", "/dev/video0").
+               http(s)://), a camera (0, "camera:0", "/dev/video0"), or a binary stream holding
+               a streamable container (e.g. ``sys.stdin.buffer``).
     fps:       resample to this rate on the source clock (None: every frame).
     size:      resize so the short side has this many pixels, keeping the aspect ratio.
     backend:   files only: force "decord" | "pyav" | "opencv" (default: decord when importable,
@@ -72,11 +73,14 @@ def open_source(spec: int | str | os.PathLike, fps: float | None = None, size: i
         if Path(text).is_dir():
             return ImageDirSource(text, fps, size, image_fps=image_fps)
         return FileSource(text, fps, size, backend=backend)
-    raise SourceError(spec, f"not a source: expected a path, URL or camera index, got {type(spec).__name__}")
+    if hasattr(spec, "read"):
+        return StreamSource(spec, fps, size)
+    raise SourceError(spec, f"not a source: expected a path, URL, camera index or binary stream, "
+                            f"got {type(spec).__name__}")
 
 
 __all__ = [
     "FILE_BACKENDS", "CameraSource", "FileSource", "FpsSampler", "FrameSource", "ImageDirSource",
-    "LatestFrameBuffer", "NetworkSource", "PushSource", "ThreadedLiveSource", "TruncatedVideoWarning",
+    "LatestFrameBuffer", "NetworkSource", "PushSource", "StreamSource", "ThreadedLiveSource", "TruncatedVideoWarning",
     "open_source", "short_side_shape",
 ]

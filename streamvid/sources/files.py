@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from streamvid.errors import SourceError
 from streamvid.sources.base import (
@@ -18,6 +19,7 @@ from streamvid.sources.base import (
 from streamvid.sources.decoders import (
     Decoder,
     DecordDecoder,
+    PyAVDecoder,
     StreamDamaged,
     VideoInfo,
     backend_available,
@@ -156,3 +158,31 @@ class FileSource(FrameSource):
         if self._decord is not None:
             self._decord.close()
             self._decord = None
+
+
+class StreamSource(FrameSource):
+    """A video container read from a binary stream (e.g. stdin for ``streamvid caption -``), decoded
+    with PyAV as it arrives. Frames come at the pipe's pace (a slow reader slows the writer; nothing is dropped);
+    times come from the container's clock, counted from the first frame. The container must be
+    streamable (MPEG-TS, Matroska, NUT, Y4M, or MP4 with its index first)."""
+
+    backend = "pyav"
+    is_live = False
+
+    def __init__(self, stream: BinaryIO, fps: float | None = None, size: int | None = None) -> None:
+        super().__init__(getattr(stream, "name", "stream"), fps, size)
+        self._decoder = PyAVDecoder(stream, self.spec, None)
+        if self.size is not None:
+            st = self._decoder.stream
+            self._decoder.shape = short_side_shape(st.height, st.width, self.size)
+
+    def __iter__(self) -> Iterator[Frame]:
+        clock = ClockedFrames(self.fps)
+        try:
+            yield from clock.run(self._decoder, lambda: self._closed)
+        except StreamDamaged as exc:
+            raise SourceError(self.spec, f"decoding failed after {clock.last_t:.2f} s ({exc})") from exc
+
+    def close(self) -> None:
+        super().close()
+        self._decoder.close()

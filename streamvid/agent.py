@@ -1,0 +1,431 @@
+"""StreamAgent: one engine for the live webcam assistant, file QA and stream captioning.
+
+Threads:
+- ingestion (``start``): reads a source, runs the FramePipeline, writes memory;
+- captioning: captions closed events from their stored tokens, off the ingestion thread;
+- callers: ``ask`` / ``ask_stream`` read a memory snapshot and hold no lock while generating,
+  so ingestion never waits for an answer and an answer never waits for ingestion to drain.
+An exception on a background thread is kept and raised in the caller's next call.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from streamvid.backends import make_backend
+from streamvid.config import AgentConfig, preset_config
+from streamvid.errors import MemoryFormatError, QuestionError, StreamvidError
+from streamvid.memory import MemoryBank
+from streamvid.pipeline import DroppedRun
+from streamvid.prompt import PromptBlock
+from streamvid.retrieve import assemble, plan_query, retrieve
+from streamvid.sources import FrameSource, PushSource, open_source
+from streamvid.types import Answer, Caption, Citation, Event, Frame
+
+MAX_QUESTION_CHARS = 2000
+
+
+def check_question(question: object) -> str:
+    """The question, stripped; QuestionError when it is not usable text."""
+    if not isinstance(question, str):
+        raise QuestionError(f"a question must be text, got {type(question).__name__}")
+    q = question.strip()
+    if not q:
+        raise QuestionError("the question is empty")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"the question is {len(q)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return q
+
+
+class Dialogue:
+    """Multi-turn chat state: recent turns verbatim, older ones folded into a short summary."""
+
+    def __init__(self, keep_turns: int = 4, summary_chars: int = 600) -> None:
+        self.keep_turns = keep_turns
+        self.summary_chars = summary_chars
+        self.turns: list[tuple[str, str]] = []
+        self.summary = ""
+        self.last_times: list[tuple[float, float]] = []
+
+    def add(self, question: str, answer: Answer) -> None:
+        self.turns.append((question, answer.text))
+        if answer.citations:
+            self.last_times = [(c.t_start, c.t_end) for c in answer.citations]
+        while len(self.turns) > self.keep_turns:
+            q, a = self.turns.pop(0)
+            first_sentence = a.strip().split(". ")[0][:160]
+            self.summary = f"{self.summary} Asked: {q} Answered: {first_sentence}.".strip()[-self.summary_chars:]
+
+    def history(self) -> list[tuple[str, str]]:
+        head = [("(Summary of the earlier conversation)", self.summary)] if self.summary else []
+        return head + list(self.turns)
+
+
+@dataclass
+class AnswerStream:
+    """Iterate for text pieces as they decode; ``answer`` is complete once iteration ends.
+
+    citations: the events in the prompt, known before the first piece (retrieval happens first);
+    ``answer.citations`` may narrow them to the events the answer drew on (the offline preset).
+    """
+
+    pieces: Iterator[str]
+    citations: list[Citation]
+    answer: Answer | None = None
+    _text: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.pieces
+
+
+class StreamAgent:
+    """Streaming video understanding: frames in, bounded memory, cited answers out."""
+
+    def __init__(self, config: AgentConfig | None = None, *, llm: Any = None, encoder: Any = None) -> None:
+        self.config = config or AgentConfig()
+        torch.manual_seed(self.config.seed)
+        self.backend = make_backend(self.config, llm=llm, encoder=encoder)
+        self.memory = MemoryBank(self.config, key_dim=self.backend.key_dim, token_dim=self.backend.token_dim,
+                                 text_encoder=self.backend.encode_text, image_encoder=self.backend.image_encoder)
+        self.dialogue = Dialogue()
+        self._source: FrameSource | None = None
+        self._ingest_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._t_offset = 0.0
+        self._live = False
+        self._captions: list[Caption] = []
+        self._captions_cond = threading.Condition()
+        self._caption_queue: queue.Queue[Event | None] = queue.Queue(maxsize=64)
+        self._caption_thread: threading.Thread | None = None
+        self._last_captioned: tuple[np.ndarray, float] | None = None
+        self.captions_skipped = 0
+
+    @classmethod
+    def from_preset(cls, name: str = "auto", **overrides: Any) -> StreamAgent:
+        """An agent from a named preset (see ``streamvid presets``), with settings overridden by name."""
+        return cls(preset_config(name, **overrides))
+
+    @classmethod
+    def from_memory(cls, directory: str, **overrides: Any) -> StreamAgent:
+        """An agent over a memory saved by ``memory.save`` / ``streamvid index``, with the models that built it."""
+        bank = MemoryBank.load(directory)
+        agent = cls(bank.config.replace(**overrides) if overrides else bank.config)
+        if agent.backend.token_dim != bank.token_dim or agent.backend.key_dim != bank.key_dim:
+            agent.close()
+            raise MemoryFormatError(
+                f"{directory}: the memory holds {bank.token_dim}-d tokens and {bank.key_dim}-d keys, but the model "
+                f"{agent.config.model!r} makes {agent.backend.token_dim}-d tokens and {agent.backend.key_dim}-d "
+                "keys; ask with the preset and model that indexed it"
+            )
+        agent.memory.close()
+        bank.text_encoder = agent.backend.encode_text
+        bank.image_encoder = agent.backend.image_encoder
+        agent.memory = bank
+        return agent
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest(self, source: Any, *, fps: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+        """Read a whole source into memory (blocking) and return memory stats.
+
+        A source that fails part-way raises after what was read so far has been kept.
+        """
+        self._raise_background_error()
+        src = source if isinstance(source, FrameSource) else open_source(
+            source, fps=fps or self.config.fps, size=self.config.frame_size)
+        show = sys.stderr.isatty() if progress is None else progress
+        total = None
+        duration = getattr(src, "duration", None)
+        if duration:
+            total = int(duration * (fps or self.config.fps)) + 1
+        batch: list[Frame] = []
+        self._start_captioner()
+        with src, tqdm(total=total, disable=not show, unit="frame", desc="indexing", dynamic_ncols=True) as bar:
+            try:
+                for frame in src:
+                    batch.append(self._on_clock(frame))
+                    if len(batch) >= self.config.batch_frames:
+                        frames, batch = batch, []
+                        self._write(frames)
+                        bar.update(len(frames))
+                        bar.set_postfix(events=self.memory.stats()["events"], refresh=False)
+            finally:
+                try:  # frames read before a failure are kept
+                    if batch:
+                        self._write(batch)
+                        bar.update(len(batch))
+                finally:
+                    self._end_of_stream()
+        self._drain_captions()
+        self._raise_background_error()
+        return self.memory.stats()
+
+    def start(self, source: Any = None, *, fps: float | None = None) -> FrameSource:
+        """Ingest in the background from a source, or from frames given to ``push`` when source is None."""
+        self._raise_background_error()
+        if self._ingest_thread is not None and self._ingest_thread.is_alive():
+            raise StreamvidError("the agent is already ingesting; call stop() first")
+        if source is None:
+            src: FrameSource = PushSource(fps=fps, size=self.config.frame_size)
+        elif isinstance(source, FrameSource):
+            src = source
+        else:
+            src = open_source(source, fps=fps or self.config.fps, size=self.config.frame_size)
+        self._source = src
+        self._live = bool(getattr(src, "is_live", True))
+        self._stop.clear()
+        self._start_captioner()
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, args=(src,), name="streamvid-ingest",
+                                               daemon=True)
+        self._ingest_thread.start()
+        return src
+
+    def push(self, rgb: np.ndarray, t: float | None = None) -> bool:
+        """Give a frame to the running push source; False when it replaced an unread frame (a drop)."""
+        self._raise_background_error()
+        if not isinstance(self._source, PushSource) or self._ingest_thread is None:
+            raise StreamvidError("push() needs a running push source: call start() with no source first")
+        return self._source.push(rgb, t)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop background ingestion, close the open event, finish captions; returns memory stats."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.close()
+        if self._ingest_thread is not None:
+            self._ingest_thread.join()
+            self._ingest_thread = None
+        self._drain_captions()
+        if self._caption_thread is not None:
+            self._caption_queue.put(None)
+            self._caption_thread.join()
+            self._caption_thread = None
+        self._raise_background_error()
+        return self.memory.stats()
+
+    def close(self) -> None:
+        """Stop everything and release the memory's archive."""
+        try:
+            self.stop()
+        finally:
+            self.memory.close()
+
+    def __enter__(self) -> StreamAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_running(self) -> bool:
+        return self._ingest_thread is not None and self._ingest_thread.is_alive()
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames a live source dropped because ingestion was busy (newest frame wins)."""
+        return 0 if self._source is None else int(self._source.dropped)
+
+    def _ingest_loop(self, src: FrameSource) -> None:
+        try:
+            drain = isinstance(src, PushSource)
+            for frame in src:
+                # A frame already handed over is ingested even when stop() came meanwhile, and a closed
+                # push source still yields the (at most max_pending) frames waiting in it, so every
+                # pushed frame ends up in frames_seen or counted as dropped.
+                self._write([self._on_clock(frame)])
+                if self._stop.is_set() and not drain:
+                    break
+        except BaseException as exc:  # surfaced to the caller's next call
+            self._error = exc
+        finally:
+            try:
+                self._end_of_stream()
+            except BaseException as exc:
+                self._error = self._error or exc
+
+    def _on_clock(self, frame: Frame) -> Frame:
+        """Keep memory times non-decreasing when a second source starts its clock at 0 again."""
+        if self._t_offset == 0.0 and self.memory.snapshot().now is None:
+            return frame
+        now = self.memory.snapshot().now
+        if now is not None and frame.t + self._t_offset < now:
+            self._t_offset = now - frame.t + 1.0 / max(self.config.fps, 1e-6)
+        return Frame(frame.index, frame.t + self._t_offset, frame.rgb) if self._t_offset else frame
+
+    def _write(self, frames: list[Frame]) -> None:
+        """Frames → pipeline → memory, in order. Every frame is counted once in ``frames_seen``: a kept
+        one by ``write``, a dropped repeat by ``count_seen`` (which also stretches the open event's span)."""
+        steps = self.backend.process(frames)
+        with self.backend.pipeline.timer.stage("memory", len(frames)):
+            for step in steps:
+                if isinstance(step, DroppedRun):
+                    self.memory.count_seen(step.count, t=step.t_last)
+                else:
+                    self._close_events(self.memory.write(step.tokens, step.key, step.thumbnail))
+
+    def _end_of_stream(self) -> None:
+        self._close_events(self.memory.flush())
+
+    # ------------------------------------------------------------------ captions
+    def _start_captioner(self) -> None:
+        if not self.config.captions or (self._caption_thread is not None and self._caption_thread.is_alive()):
+            return
+        self._caption_thread = threading.Thread(target=self._caption_loop, name="streamvid-captions", daemon=True)
+        self._caption_thread.start()
+
+    def _close_events(self, events: list[Event]) -> None:
+        if not self.config.captions:
+            return
+        for event in events:
+            try:
+                self._caption_queue.put_nowait(event)
+            except queue.Full:
+                self.captions_skipped += 1
+
+    def _drain_captions(self) -> None:
+        if self._caption_thread is not None:
+            self._caption_queue.join()
+
+    def _caption_loop(self) -> None:
+        while True:
+            event = self._caption_queue.get()
+            try:
+                if event is None:
+                    return
+                speak = self._should_caption(event)
+                if speak or self.backend.caption_every_event:
+                    self._caption(event, speak)
+                else:
+                    self.captions_skipped += 1
+            except BaseException as exc:
+                self._error = self._error or exc
+            finally:
+                self._caption_queue.task_done()
+
+    def _should_caption(self, event: Event) -> bool:
+        """Speak/silence: skip an event too like the last captioned one, or too soon after it."""
+        if event.tokens is None or event.n_tokens == 0:
+            return False
+        if self._last_captioned is None:
+            return True
+        key, t_end = self._last_captioned
+        if event.t_start - t_end < self.config.caption_min_gap_s:
+            return False
+        return float(np.dot(key, event.key)) < self.config.caption_similar
+
+    def _caption(self, event: Event, speak: bool = True) -> None:
+        """Caption an event into memory; with ``speak``, also into the captions feed."""
+        text = self.backend.caption(event)
+        if not text:
+            self.captions_skipped += 1
+            return
+        key = self.backend.encode_text([text])[0]
+        self.memory.set_caption(event.id, text, key=key)
+        if not speak:
+            self.captions_skipped += 1
+            return
+        self._last_captioned = (np.asarray(event.key, dtype=np.float32), event.t_end)
+        with self._captions_cond:
+            self._captions.append(Caption(event.t_start, event.t_end, text, event.id))
+            self._captions_cond.notify_all()
+
+    def captions(self, follow: bool = False, timeout: float | None = None) -> Iterator[Caption]:
+        """Captions in order: those so far, and with ``follow`` new ones as events close, until stop()."""
+        i = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._raise_background_error()
+            with self._captions_cond:
+                while follow and i >= len(self._captions) and self._captions_pending():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    self._captions_cond.wait(timeout=0.2 if left is None else min(0.2, left))
+                batch = self._captions[i:]
+            if not batch:
+                return
+            i += len(batch)
+            yield from batch
+
+    def _captions_pending(self) -> bool:
+        """More captions may still come: ingestion runs or events wait to be captioned."""
+        return self.is_running or self._caption_queue.unfinished_tasks > 0
+
+    # ------------------------------------------------------------------ answering
+    def ask(self, question: str, **generation: Any) -> Answer:
+        """Answer from memory now (ingestion keeps running); see ``ask_stream`` for the pieces."""
+        stream = self.ask_stream(question, **generation)
+        for _ in stream:
+            pass
+        assert stream.answer is not None
+        return stream.answer
+
+    def ask_stream(self, question: str, *, max_new_tokens: int | None = None, do_sample: bool = False,
+                   temperature: float = 0.7, top_p: float = 0.9) -> AnswerStream:
+        """Retrieve, then stream the answer's text pieces; ``.answer`` holds the Answer at the end."""
+        self._raise_background_error()
+        q = check_question(question)
+        t0 = time.perf_counter()
+        snap = self.memory.snapshot()
+        now = 0.0 if snap.now is None else float(snap.now)
+        plan = plan_query(q, now, previous=self.dialogue.last_times or None,
+                          search=lambda text: [e for e, _ in snap.search_scored(text, k=1, neighbours=0)])
+        ranked = retrieve(snap, plan, self.config.search_k)
+        blocks = assemble([e for e, _ in ranked], snap.short_term if plan.about_now else (), self.config.read_tokens,
+                          query=self.backend.query_tokens(q))
+        in_prompt = {b.event_id for b in blocks}
+        scores = {e.id: float(s) for e, s in ranked if e.id in in_prompt}
+        retrieval_ms = (time.perf_counter() - t0) * 1000.0
+        citations = citations_for(blocks, snap)
+        run = self.backend.answer(blocks, q, history=self.dialogue.history(),
+                                  now=snap.now if self._live and self.is_running else None,
+                                  max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
+                                  temperature=temperature, top_p=top_p, seed=self.config.seed,
+                                  captions={e.id: e.caption for e, _ in ranked if e.caption}, scores=scores)
+        result = AnswerStream(pieces=iter(()), citations=citations)
+
+        def pieces() -> Iterator[str]:
+            for piece in run.pieces:
+                result._text.append(piece)
+                yield piece
+            timings = {"retrieval_ms": retrieval_ms, **run.timings()}
+            text = "".join(result._text).strip()
+            used = run.used(text) if run.used is not None else None
+            cited = [c for c in citations if c.event_id in used] if used else citations
+            result.answer = Answer(text, cited, timings)
+            self.dialogue.add(q, result.answer)
+
+        result.pieces = pieces()
+        return result
+
+    def stage_ms_per_frame(self) -> dict[str, float]:
+        """Mean ms per frame of each ingestion stage so far (key, gate, vision, compress, memory)."""
+        return self.backend.pipeline.timer.ms_per_frame()
+
+    def _raise_background_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            if isinstance(err, StreamvidError):
+                raise err
+            raise StreamvidError(f"background ingestion failed: {err!r}") from err
+
+
+def citations_for(blocks: list[PromptBlock], snap: Any) -> list[Citation]:
+    """One citation per distinct event (or short-term span) in the prompt, in time order."""
+    thumbs = {e.id: e.thumbnail for e in getattr(snap, "events", ())}
+    seen: dict[tuple[int, float, float], Citation] = {}
+    for b in sorted(blocks, key=lambda b: (b.t_start, b.t_end)):
+        key = (b.event_id, b.t_start, b.t_end)
+        if key not in seen:
+            seen[key] = Citation(b.event_id, float(b.t_start), float(b.t_end), thumbs.get(b.event_id))
+    return list(seen.values())

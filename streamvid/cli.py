@@ -1,0 +1,331 @@
+"""The ``streamvid`` command. Exit codes: 0 ok, 1 runtime error (one line naming the cause), 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        out["model"] = args.model
+    if getattr(args, "fps", None):
+        out["fps"] = args.fps
+    if getattr(args, "device", None):
+        out["device"] = args.device
+    return out
+
+
+def quiet_libraries() -> None:
+    """Plain short sentences only: no weight-loading progress bars or library log lines.
+
+    Must run before transformers is imported (it reads these settings at import time).
+    """
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.ERROR)  # open_clip logs to the root logger
+    logging.getLogger().setLevel(logging.ERROR)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        # streamvid's own warnings (e.g. a truncated video) as one line; others' stay silent.
+        if category.__module__.startswith("streamvid") or "streamvid" in str(filename):
+            print(f"streamvid: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _config(args: argparse.Namespace):
+    from streamvid.config import preset_config
+
+    return preset_config(args.preset, **_agent_overrides(args))
+
+
+def _open_video(spec: Any, config) -> Any:
+    """The source for a VIDEO argument, opened before any model loads so a bad path fails fast."""
+    from streamvid.sources import open_source
+
+    return open_source(sys.stdin.buffer if spec == "-" else spec, fps=config.fps, size=config.frame_size)
+
+
+def _make_agent(args: argparse.Namespace, config=None):
+    """An agent over the saved memory ``--memory`` (ask/chat without a video), else from the preset."""
+    from streamvid.agent import StreamAgent
+
+    if config is None and getattr(args, "memory", None):
+        return StreamAgent.from_memory(args.memory, **_agent_overrides(args))
+    return StreamAgent(config or _config(args))
+
+
+def _span(t0: float, t1: float) -> str:
+    from streamvid.types import format_span
+
+    return format_span(t0, t1)
+
+
+def _answer_payload(answer, stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "answer": answer.text,
+        "citations": [{"t_start": c.t_start, "t_end": c.t_end, "event_id": c.event_id} for c in answer.citations],
+        "timings": answer.timings,
+        "stats": stats,
+    }
+
+
+def _print_answer(answer, as_json: bool, stats: dict[str, Any]) -> None:
+    if as_json:
+        print(json.dumps(_answer_payload(answer, stats)))
+        return
+    print(answer.text or "(no answer)")
+    if answer.citations:
+        print("Cited: " + ", ".join(_span(c.t_start, c.t_end) for c in answer.citations))
+
+
+def _ingest(agent, source, args: argparse.Namespace) -> dict[str, Any]:
+    return agent.ingest(source, progress=not getattr(args, "json", False) and sys.stderr.isatty())
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    if len(args.items) == 2 and not args.memory:
+        video, question = args.items
+    elif len(args.items) == 1 and args.memory:
+        video, question = None, args.items[0]
+    else:
+        return _usage(args, "ask needs VIDEO and QUESTION, or --memory DIR and QUESTION")
+    from streamvid.agent import check_question
+
+    question = check_question(question)
+    if video is None:
+        agent = _make_agent(args)
+    else:
+        config = _config(args)
+        source = _open_video(video, config)
+        agent = _make_agent(args, config)
+    with agent:
+        if video is not None:
+            _ingest(agent, source, args)
+        answer = agent.ask(question)
+        _print_answer(answer, args.json, agent.memory.stats())
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    config = _config(args)
+    source = _open_video(args.video, config)
+    agent = _make_agent(args, config)
+    with agent:
+        stats = _ingest(agent, source, args)
+        agent.memory.save(args.memory)
+        if args.json:
+            print(json.dumps({"memory": args.memory, "stats": stats}))
+        else:
+            print(f"Indexed {stats['frames_seen']} frames into {stats['events']} events. Saved to {args.memory}.")
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    if bool(args.video) == bool(args.memory):
+        return _usage(args, "chat needs VIDEO or --memory DIR (one of them)")
+    if args.video:
+        config = _config(args)
+        source = _open_video(args.video, config)
+        agent = _make_agent(args, config)
+    else:
+        agent = _make_agent(args)
+    with agent:
+        if args.video:
+            _ingest(agent, source, args)
+        print("Ask a question. An empty line or Ctrl-D ends the chat.")
+        while True:
+            try:
+                question = input("> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                break
+            if not question:
+                break
+            stream = agent.ask_stream(question)
+            for piece in stream:
+                print(piece, end="", flush=True)
+            print()
+            if stream.answer is not None and stream.answer.citations:
+                print("Cited: " + ", ".join(_span(c.t_start, c.t_end) for c in stream.answer.citations))
+    return EXIT_OK
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    config = _config(args)
+    source = _open_video(args.source, config)
+    agent = _make_agent(args, config)
+    count = 0
+    stats: dict[str, Any] = {}
+    interrupted = False
+    try:
+        agent.start(source)
+        for cap in agent.captions(follow=True):
+            count += 1
+            if args.json:
+                print(json.dumps({"t_start": cap.t_start, "t_end": cap.t_end, "text": cap.text,
+                                  "event_id": cap.event_id}), flush=True)
+            else:
+                print(f"{_span(cap.t_start, cap.t_end)} {cap.text}", flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        try:
+            stats = agent.stop()
+        finally:
+            agent.memory.close()
+    end = "stopped" if interrupted else "done"
+    print(f"streamvid: {end}: {count} captions from {stats['frames_seen']} frames, {stats['events']} events.",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from streamvid_ui.app import launch
+
+    print(f"Loading models for the {args.preset} preset, then serving http://{args.host}:{args.port}", file=sys.stderr)
+    launch(args.host, args.port, args.preset)
+    return EXIT_OK
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from streamvid.config import PRESETS
+
+    if args.json:
+        print(json.dumps(PRESETS))
+    else:
+        for name, values in PRESETS.items():
+            print(f"{name:16s} {values.get('model', '')}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Decode a source and report what it holds: backend, frames, times, size."""
+    from streamvid.sources import open_source
+
+    n, first, last, shape = 0, None, None, None
+    with open_source(args.source, fps=args.fps, backend=args.backend) as src:
+        backend = src.backend
+        for frame in src:
+            n += 1
+            first = frame.t if first is None else first
+            last, shape = frame.t, frame.rgb.shape
+    info = {"source": str(args.source), "backend": backend, "frames": n, "first_t": first, "last_t": last,
+            "height": shape[0] if shape else None, "width": shape[1] if shape else None}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{info['source']}: {n} frames from {first or 0:.3f} s to {last or 0:.3f} s, "
+              f"{info['width']}x{info['height']}, decoded with {backend}.")
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace, message: str) -> int:
+    args.parser.print_usage(sys.stderr)
+    print(f"streamvid: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streamvid import __version__
+    from streamvid.config import PRESETS
+
+    parser = argparse.ArgumentParser(prog="streamvid", description="Streaming video understanding agent.")
+    parser.add_argument("--version", action="version", version=f"streamvid {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET",
+                       help="preset name: auto (default), " + ", ".join(PRESETS))
+        p.add_argument("--model", help="hub id or local directory of the Video-LLM")
+        p.add_argument("--fps", type=float, help="frames per second to sample")
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("ask", help="answer a question about a video (or a saved memory)")
+    p.add_argument("items", nargs="+", metavar="VIDEO QUESTION", help="VIDEO and QUESTION, or QUESTION with --memory")
+    p.add_argument("--memory", help="a memory directory written by `streamvid index`")
+    model_args(p)
+    p.set_defaults(func=cmd_ask, parser=p)
+
+    p = sub.add_parser("index", help="index a video into a memory directory")
+    p.add_argument("video")
+    p.add_argument("--memory", required=True, help="directory to save the memory to")
+    model_args(p)
+    p.set_defaults(func=cmd_index, parser=p)
+
+    p = sub.add_parser("chat", help="multi-turn questions about a video or a saved memory")
+    p.add_argument("video", nargs="?")
+    p.add_argument("--memory")
+    model_args(p)
+    p.set_defaults(func=cmd_chat, parser=p)
+
+    p = sub.add_parser("caption", help="print a timestamped caption per event as a stream goes")
+    p.add_argument("source", help="file, camera:N, rtsp:// or http(s):// URL, or - for stdin")
+    model_args(p)
+    p.set_defaults(func=cmd_caption, parser=p)
+
+    p = sub.add_parser("ui", help="the browser app: live webcam assistant and video QA")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.set_defaults(func=cmd_ui, parser=p)
+
+    p = sub.add_parser("presets", help="list presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_presets, parser=p)
+
+    p = sub.add_parser("info", help="decode a source and report its frames and times")
+    p.add_argument("source")
+    p.add_argument("--fps", type=float)
+    p.add_argument("--backend", choices=["decord", "pyav", "opencv"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info, parser=p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from streamvid.errors import StreamvidError
+
+    if not args.debug:
+        quiet_libraries()
+    try:
+        return args.func(args)
+    except StreamvidError as exc:
+        if args.debug:
+            raise
+        print(f"streamvid: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception as exc:  # an unexpected failure: one line unless --debug
+        if args.debug:
+            raise
+        print(f"streamvid: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

