@@ -16,13 +16,14 @@ the peak RSS should not grow with length.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from streamvid.samples import ensure_video
 
 REPO = Path(__file__).resolve().parents[1]
 VTEST = REPO.parent / "shared" / "media" / "vtest.avi"
@@ -77,26 +78,6 @@ def run_worker(path: Path, backend: str, fps: float | None) -> dict:
     if out.returncode != 0:
         return {"backend": backend, "fps": fps, "error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_sample_video", REPO / "scripts" / "make_sample_video.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_sample_video"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-def ensure_video(cache: Path, name: str, **options) -> Path:
-    """Generate (once) a video into the cache directory; the file name encodes its options."""
-    tag = "_".join(f"{k}{v}" for k, v in sorted(options.items()) if k != "cuts")
-    path = cache / f"{name}_{tag}.mp4"
-    if not path.exists():
-        print(f"generating {path} ...", file=sys.stderr)
-        tmp = path.with_suffix(".part.mp4")
-        _generator().write_video(tmp, progress=True, threads=2, **options)
-        tmp.rename(path)
-    return path
 
 
 def table(rows: list[dict], title: str) -> str:

@@ -201,6 +201,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streamvid.bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from streamvid.config import PRESETS
 
@@ -287,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p.set_defaults(func=cmd_ui, parser=p)
 
+    p = sub.add_parser("bench", help="run the benchmark suite (see docs/BENCHMARKS.md); --help for its options",
+                       add_help=False)
+    p.set_defaults(func=cmd_bench, parser=p, debug=False)
+
     p = sub.add_parser("presets", help="list presets")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_presets, parser=p)
@@ -302,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, "command", None) != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

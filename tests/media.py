@@ -1,13 +1,11 @@
-"""Test helpers: the sample-video generator as a module, and scripted local HTTP servers."""
+"""Test helpers: paths to shared media and scripted local HTTP servers."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
 import socket
 import socketserver
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,17 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = REPO.parent / "shared" / "media"
 
 
-def _load_script(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-make_sample_video = _load_script("make_sample_video")
 
 
 def free_port() -> int:

@@ -11,17 +11,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from media import make_sample_video
 
 from streamvid import QuestionError, SourceError, StreamvidError
+from streamvid import samples as make_sample_video
 from streamvid.agent import Dialogue, StreamAgent
 from streamvid.sources import FrameSource
 from streamvid.types import Frame
 
 FPS = 2.0
-# Small events (at most 4 kept frames) so a short clip has several to cite, follow and caption. The
-# untrained tiny encoder scores frames of one scene ~0.995 alike, so the gate drops only exact repeats.
-TINY = dict(fps=FPS, segment_max_frames=4, short_term_frames=4, tau_dup=0.999, device="cpu")
+# Small events (at most 4 kept frames) so a short clip has several to cite, follow and caption.
+TINY = dict(fps=FPS, segment_max_frames=4, short_term_frames=4, device="cpu")
 W, H = 160, 120
 SCENES = [
     make_sample_video.Scene(0.0, 4.0, (225, 215, 185), "hallway", "door", (30, 70, 200)),

@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from media import SHARED_MEDIA, make_sample_video
+from media import SHARED_MEDIA
 
+from streamvid import samples as make_sample_video
 from streamvid.offline import used_blocks
 from streamvid.prompt import PromptBlock
 

@@ -11,9 +11,10 @@ import weakref
 import cv2
 import numpy as np
 import pytest
-from media import SHARED_MEDIA, ScriptedHTTPServer, free_port, make_sample_video
+from media import SHARED_MEDIA, ScriptedHTTPServer, free_port
 
 import streamvid
+from streamvid import samples as make_sample_video
 from streamvid.errors import ConfigError, SourceError
 from streamvid.sources import PushSource, TruncatedVideoWarning
 from streamvid.sources.decoders import backend_available

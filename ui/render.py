@@ -171,7 +171,7 @@ def thumbnail_data_uri(rgb: np.ndarray | None, max_side: int = 160) -> str | Non
 def citations_text(citations: Sequence[Citation]) -> str:
     """A one-line list of cited spans for the chat transcript, e.g. "Cited: [00:00:01–00:00:04], …"."""
     if not citations:
-        return "Cited: nothing (memory is empty)"
+        return "Cited: nothing (no moment in memory matched the question)"
     return "Cited: " + ", ".join(format_span(c.t_start, c.t_end) for c in citations)
 
 
