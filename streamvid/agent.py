@@ -28,7 +28,7 @@ from streamvid.errors import MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
 from streamvid.pipeline import DroppedRun
 from streamvid.prompt import PromptBlock
-from streamvid.retrieve import assemble, plan_query, retrieve
+from streamvid.retrieve import gather
 from streamvid.sources import FrameSource, PushSource, open_source
 from streamvid.types import Answer, Caption, Citation, Event, Frame
 
@@ -123,6 +123,7 @@ class StreamAgent:
         agent = cls(bank.config.replace(**overrides) if overrides else bank.config)
         if agent.backend.token_dim != bank.token_dim or agent.backend.key_dim != bank.key_dim:
             agent.close()
+            bank.close()
             raise MemoryFormatError(
                 f"{directory}: the memory holds {bank.token_dim}-d tokens and {bank.key_dim}-d keys, but the model "
                 f"{agent.config.model!r} makes {agent.backend.token_dim}-d tokens and {agent.backend.key_dim}-d "
@@ -255,9 +256,7 @@ class StreamAgent:
 
     def _on_clock(self, frame: Frame) -> Frame:
         """Keep memory times non-decreasing when a second source starts its clock at 0 again."""
-        if self._t_offset == 0.0 and self.memory.snapshot().now is None:
-            return frame
-        now = self.memory.snapshot().now
+        now = self.memory.now
         if now is not None and frame.t + self._t_offset < now:
             self._t_offset = now - frame.t + 1.0 / max(self.config.fps, 1e-6)
         return Frame(frame.index, frame.t + self._t_offset, frame.rgb) if self._t_offset else frame
@@ -377,21 +376,16 @@ class StreamAgent:
         q = check_question(question)
         t0 = time.perf_counter()
         snap = self.memory.snapshot()
-        now = 0.0 if snap.now is None else float(snap.now)
-        plan = plan_query(q, now, previous=self.dialogue.last_times or None,
-                          search=lambda text: [e for e, _ in snap.search_scored(text, k=1, neighbours=0)])
-        ranked = retrieve(snap, plan, self.config.search_k)
-        blocks = assemble([e for e, _ in ranked], snap.short_term if plan.about_now else (), self.config.read_tokens,
-                          query=self.backend.query_tokens(q))
-        in_prompt = {b.event_id for b in blocks}
-        scores = {e.id: float(s) for e, s in ranked if e.id in in_prompt}
+        _, blocks, used = gather(snap, q, budget=self.config.read_tokens, k=self.config.search_k,
+                                 previous=self.dialogue.last_times or None, query=self.backend.query_tokens(q))
         retrieval_ms = (time.perf_counter() - t0) * 1000.0
         citations = citations_for(blocks, snap)
         run = self.backend.answer(blocks, q, history=self.dialogue.history(),
                                   now=snap.now if self._live and self.is_running else None,
                                   max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
                                   temperature=temperature, top_p=top_p, seed=self.config.seed,
-                                  captions={e.id: e.caption for e, _ in ranked if e.caption}, scores=scores)
+                                  captions={e.id: e.caption for e, _ in used if e.caption},
+                                  scores={e.id: float(score) for e, score in used})
         result = AnswerStream(pieces=iter(()), citations=citations)
 
         def pieces() -> Iterator[str]:

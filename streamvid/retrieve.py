@@ -366,8 +366,9 @@ def assemble(events: Sequence[Event], short_term: Sequence[ShortTermFrame], budg
 
 def gather(snapshot, question: str, *, budget: int, k: int = 5, now: float | None = None,
            previous: Sequence[tuple[float, float]] | None = None,
-           query: torch.Tensor | None = None) -> tuple[QueryPlan, list[PromptBlock], list[Event]]:
-    """Plan, retrieve and assemble in one call: (plan, blocks in chronological order, events used).
+           query: torch.Tensor | None = None) -> tuple[QueryPlan, list[PromptBlock], list[tuple[Event, float]]]:
+    """Plan, retrieve and assemble in one call: (plan, blocks in chronological order, the events in
+    those blocks with their ranking scores, best first).
 
     snapshot: a MemorySnapshot (``bank.snapshot()``); now defaults to its newest frame time.
     query:    [d] the question in token space, for read-time pruning (optional).
@@ -380,8 +381,7 @@ def gather(snapshot, question: str, *, budget: int, k: int = 5, now: float | Non
 
     plan = plan_query(question, now, previous=previous, search=anchor_search)
     ranked = retrieve(snapshot, plan, k)
-    events = [e for e, _ in ranked]
     short = snapshot.short_term if plan.about_now else ()
-    blocks = assemble(events, short, budget, query=query)
+    blocks = assemble([e for e, _ in ranked], short, budget, query=query)
     used = {b.event_id for b in blocks}
-    return plan, blocks, [e for e in events if e.id in used]
+    return plan, blocks, [(e, s) for e, s in ranked if e.id in used]

@@ -222,7 +222,7 @@ def test_gather_includes_short_term_for_questions_about_now():
         assert sum(int(b.tokens.shape[0]) for b in blocks) == 32
         plan, blocks, used = gather(snap, "where was the red car?", budget=64, k=2)
         assert not plan.about_now and all(b.event_id >= 0 for b in blocks)
-        assert {e.id for e in used} == {b.event_id for b in blocks}
+        assert {e.id for e, _ in used} == {b.event_id for b in blocks}
         plan, blocks, _ = gather(snap, "and after that?", budget=64, k=2, previous=[(60.0, 114.0)])
         assert plan.time_range == (114.0 + JUST, snap.now)
         assert blocks and all(b.t_start > 114.0 for b in blocks)

@@ -278,6 +278,12 @@ class MemoryBank:
         """Short-term + open-event + long-term tokens held in RAM."""
         return self.short.n_tokens + self._builder.n_tokens + self._long_tokens
 
+    @property
+    def now(self) -> float | None:
+        """Time of the newest frame seen (written or dropped as a repeat); None before any."""
+        with self._lock:
+            return self._last_t
+
     def snapshot(self) -> MemorySnapshot:
         """A read-only view of the memory now; reading it takes no bank lock."""
         with self._lock:
