@@ -15,7 +15,6 @@ the baseline's ingest cost is N × the vision tower's ms/frame measured on its f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -89,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{c['ingest_fps_alone']} (runs {c['ingest_fps_alone_runs']}), with a thread asking in a loop "
               f"{c['ingest_fps_asking']} ({c['questions_answered_while_ingesting']} answers): slowdown "
               f"{c['slowdown_pct']} %")
-    results["machine"]["load_average_end"] = bench.load_average()
-    print(f"load average at end {results['machine']['load_average_end']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
-    return 0
+    return bench.finish_results(results, args.json)
 
 
 if __name__ == "__main__":

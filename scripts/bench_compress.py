@@ -14,7 +14,6 @@ fresh pipeline: all but one should be dropped by the gate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -74,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         r = bench.compress_report(models, args.video, args.fps, config, progress=sys.stderr.isatty())
         results["runs"].append(r)
         print_report(r)
-    results["machine"]["load_average_end"] = bench.load_average()
-    print(f"load average at end {results['machine']['load_average_end']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
-    return 0
+    return bench.finish_results(results, args.json)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,15 @@ def load_average() -> list[float] | None:
         return None
 
 
+def finish_results(results: dict[str, Any], json_path: str | None) -> int:
+    """Record and print the load average at the end; write ``results`` as JSON when asked. Returns 0."""
+    results["machine"]["load_average_end"] = load_average()
+    print(f"load average at end {results['machine']['load_average_end']}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return 0
+
+
 def _git(*args: str) -> str:
     try:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
