@@ -73,6 +73,15 @@ def test_each_container_decodes_every_frame_at_its_pts(make_video, suffix, backe
         np.testing.assert_allclose(centre, scene_colour_at(manifest, f.t), atol=12)
 
 
+def test_every_backend_gives_the_container_times_exactly(make_video):
+    # 25 fps over 60 s: most times (e.g. 35.52) have no exact float32 form, which decord hands over.
+    path, _ = make_video("exact_times.mp4", duration=60.0, fps=25, **SMALL)
+    results = {b: times(read_all(path, fps=2, backend=b)[1]) for b in BACKENDS}
+    for backend, ts in results.items():
+        np.testing.assert_array_equal(ts, results["pyav"], err_msg=backend)
+    assert 35.52 in results["pyav"].tolist()
+
+
 def test_default_backend_is_decord_when_importable(make_video):
     path, _ = make_video("clip.mp4", duration=2.0, fps=15, cuts=[1.0], **SMALL)
     with streamvid.open_source(path) as src:

@@ -12,6 +12,7 @@ import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def backend_available(name: str) -> bool:
 class VideoInfo:
     """What the container says about its first video stream.
 
-    duration: seconds from the first frame to the declared end, or None when not declared
+    duration:  seconds from the first frame to the declared end, or None when not declared
+    time_base: seconds per timestamp tick of the stream, when known
     """
 
     width: int
@@ -47,6 +49,7 @@ class VideoInfo:
     native_fps: float | None
     duration: float | None
     frame_count: int | None
+    time_base: Fraction | None = None
 
 
 def probe_video(target: str, spec: object, open_kwargs: dict[str, Any] | None = None) -> VideoInfo:
@@ -98,6 +101,7 @@ def probe_video(target: str, spec: object, open_kwargs: dict[str, Any] | None = 
             container=container.format.name, native_fps=native_fps,
             duration=duration if duration and duration > 0 else None,
             frame_count=int(stream.frames) or None,
+            time_base=Fraction(stream.time_base) if stream.time_base else None,
         )
     finally:
         container.close()
@@ -202,13 +206,26 @@ class PyAVDecoder(Decoder):
         self.container.close()
 
 
+def snap_to_ticks(t, time_base: Fraction | None):
+    """Seconds (a float or an array) rounded to the stream's timestamp ticks, as PyAV reports them.
+
+    OpenCV (milliseconds) and decord (float32 seconds) lose the exact PTS; ticks·num/den in float64
+    rounds exactly as PyAV's float(pts · time_base) does, so every backend gives the same times.
+    """
+    if not time_base:
+        return t
+    return np.round(np.asarray(t) / float(time_base)) * time_base.numerator / time_base.denominator
+
+
 class OpenCVDecoder(Decoder):
     """FFmpeg through OpenCV: ``grab`` decodes, ``retrieve`` converts, so skipped frames stay YUV."""
 
     name = "opencv"
 
-    def __init__(self, target: str, spec: object, shape: tuple[int, int] | None) -> None:
+    def __init__(self, target: str, spec: object, shape: tuple[int, int] | None,
+                 time_base: Fraction | None = None) -> None:
         self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+        self.time_base = time_base
         if not self._cap.isOpened():
             raise SourceError(spec, "OpenCV cannot open the file")
         # PyAV and decord do not apply rotation metadata; match them.
@@ -225,7 +242,7 @@ class OpenCVDecoder(Decoder):
     def frames(self) -> Iterator[DecodedFrame]:
         index, prev, step = 0, None, 0.0
         while self._cap.grab():
-            t = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            t = snap_to_ticks(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, self.time_base)
             if prev is not None:
                 # OpenCV reports 0 for a frame without a timestamp (often the last one flushed).
                 t = t if t > prev else prev + step
@@ -245,7 +262,7 @@ class DecordDecoder(Decoder):
     name = "decord"
 
     def __init__(self, target: str, spec: object, shape: tuple[int, int] | None,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, time_base: Fraction | None = None) -> None:
         import decord
 
         self._decord = decord
@@ -260,6 +277,8 @@ class DecordDecoder(Decoder):
         # decord reports missing PTS as huge negative numbers (AVI has no PTS, only DTS).
         self.timestamps_ok = bool(n) and bool(np.all(np.isfinite(self._times))) and \
             self._times.min() > -1e6 and bool(np.all(np.diff(self._times) >= 0))
+        if self.timestamps_ok and time_base:
+            self._times = snap_to_ticks(self._times, time_base)  # decord hands times over as float32
         if not self.timestamps_ok and n:
             fps = self._reader.get_avg_fps()
             step = duration / n if duration else (1.0 / fps if fps > 0 else 1.0 / 30)
@@ -281,9 +300,9 @@ class DecordDecoder(Decoder):
 
 
 def open_file_decoder(backend: str, path: Path, spec: object, shape: tuple[int, int] | None,
-                      duration: float | None = None) -> Decoder:
+                      duration: float | None = None, time_base: Fraction | None = None) -> Decoder:
     if backend == "decord":
-        return DecordDecoder(str(path), spec, shape, duration)
+        return DecordDecoder(str(path), spec, shape, duration, time_base)
     if backend == "pyav":
         return PyAVDecoder(str(path), spec, shape)
-    return OpenCVDecoder(str(path), spec, shape)
+    return OpenCVDecoder(str(path), spec, shape, time_base)

@@ -107,7 +107,7 @@ class FileSource(FrameSource):
     def _choose_backend(self, forced: str | None) -> str:
         if forced is not None:
             if forced == "decord":
-                self._decord = DecordDecoder(str(self.path), self.spec, self._shape, self.duration)
+                self._decord = DecordDecoder(str(self.path), self.spec, self._shape, self.duration, self.info.time_base)
                 if not self._decord.timestamps_ok:
                     warnings.warn(f"{self.spec}: decord finds no usable timestamps in this file; times are "
                                   "spread evenly over its duration (PyAV reads them)", stacklevel=3)
@@ -118,7 +118,7 @@ class FileSource(FrameSource):
             # (e.g. a cut-off MP4), where PyAV still delivers the frames before the damage; and it
             # has no timestamps for AVI files with B-frames, where PyAV recovers them from DTS.
             try:
-                decoder = DecordDecoder(str(self.path), self.spec, self._shape, self.duration)
+                decoder = DecordDecoder(str(self.path), self.spec, self._shape, self.duration, self.info.time_base)
             except SourceError:
                 decoder = None
             if decoder is not None and decoder.timestamps_ok:
@@ -132,7 +132,8 @@ class FileSource(FrameSource):
         if self._decord is not None:
             decoder, self._decord = self._decord, None
             return decoder
-        return open_file_decoder(self.backend, self.path, self.spec, self._shape, self.duration)
+        return open_file_decoder(self.backend, self.path, self.spec, self._shape, self.duration,
+                                 self.info.time_base)
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
