@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamvid.compress.gate import keep_frame
+from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frame
 from streamvid.config import AgentConfig
 from streamvid.types import Frame, FrameTokens
@@ -106,17 +106,23 @@ class FramePipeline:
         self.encoder = encoder
         self.llm = llm
         self.timer = StageTimer()
-        self._last_key: torch.Tensor | None = None
+        self.gate = FrameGate(config.tau_dup)
         self._last_tokens: torch.Tensor | None = None
-        self.frames_in = 0
-        self.frames_kept = 0
         self.raw_tokens = 0
         self.stored_tokens = 0
 
     def reset(self) -> None:
         """Forget the previous frame (a new, unrelated stream starts)."""
-        self._last_key = None
+        self.gate.reset()
         self._last_tokens = None
+
+    @property
+    def frames_in(self) -> int:
+        return self.gate.seen
+
+    @property
+    def frames_kept(self) -> int:
+        return self.gate.kept
 
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         """Frames in source order → kept frames (tokenized, compressed) and runs of dropped ones, in
@@ -129,12 +135,10 @@ class FramePipeline:
         steps: list = []  # kept frames as their index into ``frames`` until tokenized
         with self.timer.stage("gate", n):
             for i in range(n):
-                if keep_frame(keys[i], self._last_key, self.config.tau_dup):
+                if self.gate.admit(keys[i]):
                     steps.append(i)
-                    self._last_key = keys[i]
                 else:
                     add_dropped(steps, frames[i].t)
-        self.frames_in += n
         kept_idx = [s for s in steps if isinstance(s, int)]
         if not kept_idx:
             return steps
@@ -153,5 +157,4 @@ class FramePipeline:
                 tokenized[i] = KeptFrame(ft, keys[i], thumbnail(frames[i].rgb), int(full.shape[0]))
                 self.raw_tokens += int(full.shape[0])
                 self.stored_tokens += ft.n
-        self.frames_kept += len(kept_idx)
         return [tokenized[s] if isinstance(s, int) else s for s in steps]
