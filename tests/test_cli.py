@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -211,3 +212,26 @@ def test_caption_from_stdin(clip):
 
     out = run("caption", "-", *TINY, stdin=b"not a video at all" * 50)
     assert_one_line_error(out, "stdin")
+
+
+def test_caption_stops_cleanly_on_ctrl_c(make_video):
+    # Five minutes at 2 fps: far more than is read before the interrupt.
+    path, _ = make_video("long.mkv", duration=300.0, fps=2.0, width=96, height=64,
+                         cuts=[float(t) for t in range(10, 300, 10)])
+    proc = subprocess.Popen([sys.executable, "-m", "streamvid.cli", "caption", str(path), *TINY, "--fps", "2",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
+    try:
+        first = proc.stdout.readline()  # a caption has been printed: the stream is running
+        assert first, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("streamvid: stopped:"), err
+    frames = int(summary.split(" captions from ")[1].split(" frames")[0])
+    assert 0 < frames < 600  # it stopped part-way
+    for line in [first, *rest.splitlines()]:
+        json.loads(line)  # every caption printed before the stop is whole
