@@ -10,8 +10,10 @@ from importlib import import_module
 from typing import Any
 
 from streamvid.errors import (
+    CompressionError,
     ConfigError,
     MemoryFormatError,
+    MemoryInputError,
     ModelError,
     QuestionError,
     SourceError,
@@ -41,7 +43,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Answer", "Caption", "Citation", "ConfigError", "Event", "Frame", "FrameTokens",
-    "MemoryFormatError", "ModelError", "QuestionError", "SourceError", "StreamvidError",
+    "Answer", "Caption", "Citation", "CompressionError", "ConfigError", "Event", "Frame", "FrameTokens",
+    "MemoryFormatError", "MemoryInputError", "ModelError", "QuestionError", "SourceError", "StreamvidError",
     "__version__", *_LAZY,
 ]

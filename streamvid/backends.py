@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from streamvid.config import AgentConfig
-from streamvid.pipeline import FramePipeline, KeptFrame
+from streamvid.pipeline import FramePipeline, Step
 from streamvid.prompt import PromptBlock
 from streamvid.types import Event, Frame
 
@@ -36,15 +36,14 @@ class AnswerRun:
 class Backend(Protocol):
     key_dim: int
     token_dim: int
+    image_encoder: Callable[[np.ndarray], torch.Tensor] | None  # None: memory is not searchable by image
     # True: every event gets its caption stored (it is memory content, cheap to make); the captions
     # feed still follows the speak/silence policy. False: only the events the policy speaks for.
     caption_every_event: bool
 
-    def process(self, frames: Sequence[Frame]) -> list[KeptFrame]: ...
+    def process(self, frames: Sequence[Frame]) -> list[Step]: ...
 
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
-
-    image_encoder: Callable[[np.ndarray], torch.Tensor] | None
 
     def query_tokens(self, question: str) -> torch.Tensor | None: ...
 
@@ -81,7 +80,7 @@ class VLMBackend:
         self.token_dim = self.llm.hidden_size
         self.image_encoder = self.encoder.encode_frames
 
-    def process(self, frames: Sequence[Frame]) -> list[KeptFrame]:
+    def process(self, frames: Sequence[Frame]) -> list[Step]:
         return self.pipeline.process(frames)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streamvid.errors import ConfigError
@@ -58,8 +58,6 @@ class AgentConfig:
     caption_tokens: int = 32
     caption_similar: float = 0.95  # stay silent when the event's key has cosine >= this with the last caption's
     caption_min_gap_s: float = 0.0  # source seconds between captions at least (rate limit)
-
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **overrides: Any) -> AgentConfig:
         """A copy with the named fields replaced; an unknown name raises ConfigError."""

@@ -24,6 +24,14 @@ class MemoryFormatError(StreamvidError):
     """A saved memory directory is damaged or was written by an incompatible version."""
 
 
+class MemoryInputError(StreamvidError):
+    """A frame, key or event id handed to the memory is malformed (wrong shape, time going back, unknown id)."""
+
+
+class CompressionError(StreamvidError, ValueError):
+    """A compression function got tensors of the wrong shape, dtype or device, or a bad budget/threshold."""
+
+
 class ConfigError(StreamvidError):
     """An unknown preset or a bad configuration value."""
 

@@ -57,10 +57,6 @@ class OfflinePipeline:
         self.frames_in = 0
         self.frames_kept = 0
 
-    def reset(self) -> None:
-        self._last_gate = None
-        self._last_rgb = None
-
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         """Frames in order → kept frames (one token each: the description's embedding) and runs of
         dropped near-duplicates, in order."""
@@ -122,7 +118,7 @@ class OfflineBackend:
         self.key_dim = self.token_dim = self.embedder.dim
         self.image_encoder = None
 
-    def process(self, frames: Sequence[Frame]) -> list[KeptFrame]:
+    def process(self, frames: Sequence[Frame]) -> list[Step]:
         return self.pipeline.process(frames)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:

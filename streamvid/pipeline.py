@@ -111,11 +111,6 @@ class FramePipeline:
         self.raw_tokens = 0
         self.stored_tokens = 0
 
-    def reset(self) -> None:
-        """Forget the previous frame (a new, unrelated stream starts)."""
-        self.gate.reset()
-        self._last_tokens = None
-
     @property
     def frames_in(self) -> int:
         return self.gate.seen

@@ -20,13 +20,8 @@ from streamvid.prompt import PromptBlock
 VTEST = SHARED_MEDIA / "vtest.avi"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 Scene, Text = make_sample_video.Scene, make_sample_video.Text
-SCENES = [
-    Scene(0.0, 10.0, (225, 215, 185), "hallway with a blue door", "door", (30, 70, 200)),
-    Scene(10.0, 15.0, (40, 120, 60), "green field, a yellow ball rolls", "ball", (245, 220, 40)),
-    Scene(15.0, 20.0, (110, 50, 150), "purple room, a white ball rolls", "ball", (245, 245, 245)),
-    Scene(20.0, 30.0, (150, 190, 225), "street with a red car", "car", (210, 30, 30)),
-    Scene(30.0, 34.0, (20, 20, 20), "dark end card", None),
-]
+# The demo clip's first four scenes, then a shorter end card and no end text.
+SCENES = [*make_sample_video.SAMPLE_SCENES[:4], Scene(30.0, 34.0, (20, 20, 20), "dark end card", None)]
 TEXTS = [Text(0.0, 10.0, "BLUE DOOR"), Text(20.0, 30.0, "RED CAR")]
 
 

@@ -8,11 +8,7 @@ from typing import Any
 
 import torch
 
-from streamvid.errors import StreamvidError
-
-
-class CompressionError(StreamvidError, ValueError):
-    """A compression function got tensors of the wrong shape, dtype or device, or a bad budget/threshold."""
+from streamvid.errors import CompressionError
 
 
 def check_tokens(name: str, x: object, ndim: int, shape_doc: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from streamvid.config import AgentConfig
-from streamvid.errors import ConfigError, QuestionError, StreamvidError
+from streamvid.errors import ConfigError, MemoryInputError, QuestionError
 from streamvid.memory.archive import EventArchive
 from streamvid.memory.index import KeyIndex
 from streamvid.memory.long_term import EventBuilder, consolidate, l2_normalise
@@ -39,10 +39,6 @@ DELETED, IN_RAM, ARCHIVED = 0, 1, 2
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 ImageEncoder = Callable[[np.ndarray], torch.Tensor]
-
-
-class MemoryInputError(StreamvidError):
-    """A frame, key or event id handed to the memory is malformed (wrong shape, time going back, unknown id)."""
 
 
 def _tensor_bytes(t: torch.Tensor | None) -> int:
