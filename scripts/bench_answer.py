@@ -22,8 +22,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-
-from streamvid import bench  # noqa: E402
+from streamvid_bench import (
+    report,  # noqa: E402
+    sections,  # noqa: E402
+    sources,  # noqa: E402
+)
 
 DEFAULT_MODELS = "tiny:smolvlm,tiny:qwen2_5_vl,tiny:llava_onevision,smolvlm-256m,qwen2.5-vl-3b-cut"
 
@@ -55,40 +58,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency-minutes", type=float, default=3.0,
                    help="video minutes per ingest run of the asking-while-ingesting check (0: skip)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cache-dir", default=str(bench.DEFAULT_CACHE))
+    p.add_argument("--cache-dir", default=str(sources.DEFAULT_CACHE))
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     ns = [int(n) for n in args.ns.split(",")]
-    video = bench.generated_answer_video(Path(args.cache_dir), args.minutes)
-    machine = bench.machine_info()
+    video = sources.generated_answer_video(Path(args.cache_dir), args.minutes)
+    machine = report.machine_info()
     print(f"video {video} ({args.minutes:g} min); {machine['cpus']} CPUs, load average "
           f"{machine['load_average_start']}, torch threads {torch.get_num_threads()}")
-    print(bench.RANDOM_WEIGHTS_NOTE)
-    tiny_clip = bench.load_encoder("tiny")
+    print(report.RANDOM_WEIGHTS_NOTE)
+    tiny_clip = sources.load_encoder("tiny")
     results: dict = {"machine": machine, "video": str(video), "models": []}
     for name in args.models.split(","):
         real = not name.startswith("tiny:")
-        models = bench.Models(bench.load_llm(name), tiny_clip, name, "tiny CLIP (random weights)",
-                              bench.MODEL_NOTES[name])
-        r = bench.answer_report(models, video, args.minutes * 60.0, ns,
+        models = sources.Models(sources.load_llm(name), tiny_clip, name, "tiny CLIP (random weights)",
+                              sources.MODEL_NOTES[name])
+        r = sections.answer_report(models, video, args.minutes * 60.0, ns,
                                 ingest_fps=args.real_ingest_fps if real else 1.0,
                                 reps=args.real_reps if real else args.reps, new_tokens=args.new_tokens,
-                                config_overrides=bench.real_model_overrides() if real else None,
+                                config_overrides=sections.real_model_overrides() if real else None,
                                 progress=sys.stderr.isatty())
         results["models"].append(r)
         print_model(r)
         del models
     if args.concurrency_minutes > 0:
-        tiny = bench.Models(bench.load_llm("tiny:smolvlm"), tiny_clip, "tiny:smolvlm", "tiny CLIP", "")
-        c = bench.ask_while_ingesting_report(tiny, video, fps=1.0, until=args.concurrency_minutes * 60.0)
+        tiny = sources.Models(sources.load_llm("tiny:smolvlm"), tiny_clip, "tiny:smolvlm", "tiny CLIP", "")
+        c = sections.ask_while_ingesting_report(tiny, video, fps=1.0, until=args.concurrency_minutes * 60.0)
         results["ask_while_ingesting"] = c
         print(f"\nasking while ingesting (tiny:smolvlm, {c['frames_per_run']} frames at 1 fps): ingest fps alone "
               f"{c['ingest_fps_alone']} (runs {c['ingest_fps_alone_runs']}), with a thread asking in a loop "
               f"{c['ingest_fps_asking']} ({c['questions_answered_while_ingesting']} answers): slowdown "
               f"{c['slowdown_pct']} %")
-    return bench.finish_results(results, args.json)
+    return report.finish_results(results, args.json)
 
 
 if __name__ == "__main__":

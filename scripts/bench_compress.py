@@ -21,8 +21,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from streamvid_bench import (
+    report,  # noqa: E402
+    sections,  # noqa: E402
+    sources,  # noqa: E402
+)
 
-from streamvid import bench  # noqa: E402
 from streamvid.config import AgentConfig  # noqa: E402
 
 
@@ -36,7 +40,7 @@ def print_report(r: dict) -> None:
           f"{r['raw_tokens_per_minute']:.0f} → stored/raw = {r['stored_over_raw']}")
     through = r["ms_per_frame_through_stage"]
     print("ms/frame per stage (frames through the stage): "
-          + ", ".join(f"{k} {through[k]:.2f}" for k in ("decode", *bench.PERCEPTION) if k in through))
+          + ", ".join(f"{k} {through[k]:.2f}" for k in ("decode", *report.PERCEPTION) if k in through))
     print(f"perception (key+gate+vision+compress) / vision tower = {r['perception_over_vision']}; around the "
           f"vision tower: {r['around_vision_ms_per_kept_frame']:.2f} ms per kept frame")
     same = r.get("identical_frames")
@@ -46,7 +50,8 @@ def print_report(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--video", default=str(bench.VTEST))
+    p.add_argument("--video", default=sources.vtest_path(), type=Path, required=sources.vtest_path() is None,
+                   help="a video (default $STREAMVID_SHARED/media/vtest.avi)")
     p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--models", default="tiny:smolvlm,smolvlm-256m")
     p.add_argument("--real-encoder", default="ViT-B-32", help="open_clip architecture (random weights) or 'tiny'")
@@ -55,25 +60,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = bench.machine_info()
+    machine = report.machine_info()
     print(f"{machine['cpus']} CPUs, load average {machine['load_average_start']}, torch threads "
           f"{torch.get_num_threads()}")
-    print(bench.RANDOM_WEIGHTS_NOTE)
+    print(report.RANDOM_WEIGHTS_NOTE)
     results: dict = {"machine": machine, "runs": []}
     for name in args.models.split(","):
         real = not name.startswith("tiny:")
         enc = args.real_encoder if real else "tiny"
-        models = bench.Models(bench.load_llm(name), bench.load_encoder(enc), name,
+        models = sources.Models(sources.load_llm(name), sources.load_encoder(enc), name,
                               f"{enc} open_clip, random weights" if enc != "tiny" else "tiny CLIP, random weights",
-                              bench.MODEL_NOTES[name])
-        overrides = bench.real_model_overrides() if real else {}
-        config = bench.bench_config(name, **overrides)
+                              sources.MODEL_NOTES[name])
+        overrides = sections.real_model_overrides() if real else {}
+        config = sources.bench_config(name, **overrides)
         if real:
             config = config.replace(tau_dup=AgentConfig().tau_dup, tau_temporal=AgentConfig().tau_temporal)
-        r = bench.compress_report(models, args.video, args.fps, config, progress=sys.stderr.isatty())
+        r = sections.compress_report(models, args.video, args.fps, config, progress=sys.stderr.isatty())
         results["runs"].append(r)
         print_report(r)
-    return bench.finish_results(results, args.json)
+    return report.finish_results(results, args.json)
 
 
 if __name__ == "__main__":

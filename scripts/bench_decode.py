@@ -23,10 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from streamvid.samples import ensure_video
-
-REPO = Path(__file__).resolve().parents[1]
-VTEST = REPO.parent / "shared" / "media" / "vtest.avi"
+from streamvid_bench.samples import ensure_video
+from streamvid_bench.sources import vtest_path
 
 
 def _peak_rss_mb() -> float:
@@ -119,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     videos = {}
-    if VTEST.exists():
-        videos["vtest.avi 1280x720"] = VTEST
+    vtest = vtest_path()
+    if vtest is not None and vtest.exists():
+        videos["vtest.avi 1280x720"] = vtest
     else:
-        print(f"note: {VTEST} not found; skipping it", file=sys.stderr)
+        print(f"note: {vtest or 'vtest.avi (STREAMVID_SHARED is not set)'} not found; skipping it", file=sys.stderr)
     videos["1080p30 H.264"] = ensure_video(cache, "hd", duration=args.hd_seconds, fps=30, width=1920,
                                            height=1080, cuts=[args.hd_seconds / 3, 2 * args.hd_seconds / 3])
     jobs = [(name, path, b, fps) for name, path in videos.items() for b in backends for fps in (None, 2.0)]

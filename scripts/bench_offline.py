@@ -1,7 +1,9 @@
 """Benchmark the offline preset: perception per kept frame, text embedding, the text LLM, and the whole
 agent (ingest, then answer latency).
 
-    .venv/bin/python scripts/bench_offline.py [--video ../shared/media/vtest.avi] [--fps 1] [--threads N]
+    .venv/bin/python scripts/bench_offline.py [--video PATH] [--fps 1] [--threads N]
+
+--video defaults to $STREAMVID_SHARED/media/vtest.avi.
 
 Prints a table and a JSON line. Figures vary between machines; compare them within one run.
 """
@@ -27,8 +29,8 @@ from streamvid.encoders import TextEmbedder  # noqa: E402
 from streamvid.perceive import STAGES, Perceiver, caption_event  # noqa: E402
 from streamvid.sources import open_source  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VIDEO = ROOT.parent / "shared" / "media" / "vtest.avi"
+SHARED = os.environ.get("STREAMVID_SHARED")
+DEFAULT_VIDEO = Path(SHARED) / "media" / "vtest.avi" if SHARED else None
 
 
 def sample_frames(path: Path, fps: float) -> list[tuple[float, np.ndarray]]:
@@ -127,7 +129,8 @@ def bench_agent(video: Path, questions: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO, required=DEFAULT_VIDEO is None,
+                    help="a video (default $STREAMVID_SHARED/media/vtest.avi)")
     ap.add_argument("--fps", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--max-new-tokens", type=int, default=48)

@@ -1,8 +1,8 @@
-"""Write deterministic test videos with known content: see streamvid/samples.py (``--help``)."""
+"""Write deterministic test videos with known content: see bench/samples.py (streamvid_bench.samples) (``--help``)."""
 
 import sys
 
-from streamvid.samples import main
+from streamvid_bench.samples import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -194,16 +194,27 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from streamvid_ui.app import launch
+    from streamvid.errors import StreamvidError
 
+    try:
+        from streamvid_ui.app import launch
+    except ImportError as exc:
+        raise StreamvidError(f"streamvid ui needs the browser app's extra ({exc.name} is not installed): "
+                             "pip install 'streamvid[ui]'") from exc
     print(f"Loading models for the {args.preset} preset, then serving http://{args.host}:{args.port}", file=sys.stderr)
-    launch(args.host, args.port, args.preset)
+    launch(args.host, args.port, args.preset, max_upload_mb=args.max_upload_mb, allowed_dirs=args.allow_dir,
+           stream_every=args.stream_every, **_agent_overrides(args))
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streamvid.bench import main as bench_main
+    from streamvid.errors import StreamvidError
 
+    try:
+        from streamvid_bench import main as bench_main
+    except ImportError as exc:
+        raise StreamvidError(f"streamvid bench needs the benchmark package ({exc.name} is not installed): "
+                             "pip install 'streamvid[bench]'") from exc
     return bench_main(args.rest)
 
 
@@ -290,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET")
+    p.add_argument("--model", help="hub id or local directory of the Video-LLM")
+    p.add_argument("--fps", type=float, help="frames per second to sample from indexed videos")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-upload-mb", type=float, default=4096, help="largest video upload (default 4096)")
+    p.add_argument("--stream-every", type=float, default=0.5, help="seconds between webcam frames (default 0.5)")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a directory whose videos the player may serve (repeatable)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p.set_defaults(func=cmd_ui, parser=p)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures. ``make_video`` writes deterministic videos (streamvid.samples) once
+"""Shared fixtures. ``make_video`` writes deterministic videos (streamvid_bench.samples) once
 per test session and returns (path, manifest)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def make_video(tmp_path_factory):
     """make_video(name, **write_video_options) -> (Path, manifest dict), cached by its arguments."""
-    from streamvid import samples as make_sample_video
+    from streamvid_bench import samples as make_sample_video
 
     root = tmp_path_factory.mktemp("videos")
     cache: dict[str, tuple] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import socketserver
@@ -10,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MEDIA = REPO.parent / "shared" / "media"
+# The shared footage (vtest.avi …) lives in $STREAMVID_SHARED/media; tests that need it skip without it.
+SHARED_MEDIA = Path(os.environ.get("STREAMVID_SHARED") or "/nonexistent-STREAMVID_SHARED-unset") / "media"
 
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from streamvid_bench import samples as make_sample_video
 
 from streamvid import QuestionError, SourceError, StreamvidError
-from streamvid import samples as make_sample_video
 from streamvid.agent import Dialogue, StreamAgent
 from streamvid.sources import FrameSource
 from streamvid.types import Frame

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from streamvid_bench import cli, report, sections, sources
 
-from streamvid import bench
 from streamvid.errors import ConfigError
 from streamvid.pipeline import StageTimer
 
@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     cache = tmp_path_factory.mktemp("bench-cache")
-    assert bench.main(["--smoke", "--out", str(out), "--cache-dir", str(cache), "--no-progress"]) == 0
+    assert cli.main(["--smoke", "--out", str(out), "--cache-dir", str(cache), "--no-progress"]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -47,7 +47,7 @@ def test_ingest_stages_are_consistent(run):
     assert rows
     for x in rows:
         assert 0 < x["frames_kept"] <= x["frames"]
-        assert set(bench.STAGES) <= set(x["ms_per_input_frame"])
+        assert set(report.STAGES) <= set(x["ms_per_input_frame"])
         assert all(v >= 0 for v in x["stage_ms_total"].values())
         # Perception includes the vision tower, so it can only be larger.
         assert x["perception_over_vision"] >= 1.0
@@ -73,7 +73,7 @@ def test_soak_stays_within_budget_and_live_queue_is_bounded(run):
 def test_needle_recall_fields(run):
     _, r = run
     rows = r["needle"]
-    assert len(rows) == len(bench.SIZES["smoke"].needle_settings) * len(bench.SIZES["smoke"].needle_minutes)
+    assert len(rows) == len(sections.SIZES["smoke"].needle_settings) * len(sections.SIZES["smoke"].needle_minutes)
     for x in rows:
         assert all(0.0 <= t < x["minutes"] * 60 for t in x["needles"])
         for kind in ("image", "citations"):
@@ -88,7 +88,7 @@ def test_answer_ratios_match_their_parts(run):
     mem = model["memory"]
     assert mem["prompt_tokens"] > 0 and mem["citations"] >= 1
     rows = model["uniform"]
-    assert [u["n_frames"] for u in rows] == sorted(bench.SIZES["smoke"].answer_ns)
+    assert [u["n_frames"] for u in rows] == sorted(sections.SIZES["smoke"].answer_ns)
     tpf = model["tokens_per_frame_raw"]
     for a, b in zip(rows, rows[1:], strict=False):
         # N more frames with full tokens add at least N × tokens_per_frame prompt tokens.
@@ -111,22 +111,22 @@ def test_gpu_section_says_why_it_did_not_run(run):
 
 def test_unknown_section_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown bench section.*nope"):
-        bench.main(["--smoke", "--sections", "ingest,nope", "--out", str(tmp_path)])
+        cli.main(["--smoke", "--sections", "ingest,nope", "--out", str(tmp_path)])
 
 
 def test_uniform_times_nest():
-    t64 = bench.uniform_times(600.0, 64)
+    t64 = sections.uniform_times(600.0, 64)
     assert t64[0] == 0.0 and t64[-1] < 600.0 and np.all(np.diff(t64) > 0)
-    np.testing.assert_allclose(t64[::2], bench.uniform_times(600.0, 32))
-    np.testing.assert_allclose(t64[::8], bench.uniform_times(600.0, 8))
+    np.testing.assert_allclose(t64[::2], sections.uniform_times(600.0, 32))
+    np.testing.assert_allclose(t64[::8], sections.uniform_times(600.0, 8))
 
 
 def test_rendered_and_timed_sources_keep_times():
-    scenery = bench.Scenery(30.0, 64, 48, needles=(7.0,), seed=1)
+    scenery = sources.Scenery(30.0, 64, 48, needles=(7.0,), seed=1)
     ticks = []
-    src = bench.RenderedSource(np.arange(0.0, 30.0, 1.0), scenery, every=ticks.append, every_s=10.0)
+    src = sources.RenderedSource(np.arange(0.0, 30.0, 1.0), scenery, every=ticks.append, every_s=10.0)
     timer = StageTimer()
-    frames = list(bench.TimedSource(src, timer, until=25.0))
+    frames = list(sources.TimedSource(src, timer, until=25.0))
     assert [f.t for f in frames] == [float(t) for t in range(25)]
     assert ticks == [10.0, 20.0]
     assert timer.frames["decode"] == 25

@@ -98,7 +98,7 @@ class Server:
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streamvid_ui", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--preset", "tiny-random", "--set", "device=cpu"],
+                 "--preset", "tiny-random", "--device", "cpu"],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:

@@ -235,3 +235,25 @@ def test_caption_stops_cleanly_on_ctrl_c(make_video):
     assert 0 < frames < 600  # it stopped part-way
     for line in [first, *rest.splitlines()]:
         json.loads(line)  # every caption printed before the stop is whole
+
+
+def _run_without(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``streamvid ARGS`` in a process where ``module`` cannot be imported (as without its extra)."""
+    code = (f"import sys; sys.modules[{module!r}] = None; from streamvid.cli import main; "
+            f"sys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [
+    ("bench", "streamvid_bench", "streamvid[bench]"), ("bench", "matplotlib", "streamvid[bench]"),
+    ("ui", "streamvid_ui.app", "streamvid[ui]"), ("ui", "gradio", "streamvid[ui]")])
+def test_bench_and_ui_without_their_extra_say_how_to_install_it(command, module, extra):
+    args = [command, "--smoke", "--sections", "gpu"] if command == "bench" else [command, *TINY, "--port", "1"]
+    assert_one_line_error(_run_without(module, *args), extra)
+
+
+def test_the_engine_imports_no_ui_or_bench_code():
+    code = ("import sys, streamvid, streamvid.agent, streamvid.cli; "
+            "print(sorted(m for m in ('gradio', 'matplotlib', 'streamvid_ui', 'streamvid_bench') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

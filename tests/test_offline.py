@@ -12,8 +12,8 @@ import sys
 
 import pytest
 from media import SHARED_MEDIA
+from streamvid_bench import samples as make_sample_video
 
-from streamvid import samples as make_sample_video
 from streamvid.offline import used_blocks
 from streamvid.prompt import PromptBlock
 

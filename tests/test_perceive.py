@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from media import SHARED_MEDIA
 
 from streamvid import ModelError, QuestionError
 from streamvid.perceive import (
@@ -21,7 +20,7 @@ from streamvid.perceive import (
     estimate_motion,
 )
 
-VTEST = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "vtest.avi"
+VTEST = SHARED_MEDIA / "vtest.avi"
 
 
 def text_frame(text: str, size: tuple[int, int] = (360, 640), bg: int = 70, org: tuple[int, int] = (60, 200)):

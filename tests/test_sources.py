@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 from media import SHARED_MEDIA, ScriptedHTTPServer, free_port
+from streamvid_bench import samples as make_sample_video
 
 import streamvid
-from streamvid import samples as make_sample_video
 from streamvid.errors import ConfigError, SourceError
 from streamvid.sources import PushSource, TruncatedVideoWarning
 from streamvid.sources.decoders import backend_available

@@ -13,7 +13,6 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
-from streamvid_ui.__main__ import parse_setting
 from streamvid_ui.render import (
     RateMeter,
     UploadError,
@@ -171,12 +170,20 @@ def test_progress_line_reports_fraction_rate_events_and_eta() -> None:
     assert "12 frames" in format_progress("cam", 12, None, 0.0, 0)
 
 
-def test_setting_overrides_parse_literals() -> None:
-    assert parse_setting("fps=4") == ("fps", 4)
-    assert parse_setting("device=cpu") == ("device", "cpu")
-    assert parse_setting("frame_size=None") == ("frame_size", None)
-    with pytest.raises(Exception, match="KEY=VALUE"):
-        parse_setting("fps")
+def test_both_launchers_share_the_cli_parser() -> None:
+    """``python -m streamvid_ui`` is ``streamvid ui``: one parser, the same options and errors."""
+    import subprocess
+    import sys
+
+    from streamvid.cli import build_parser
+
+    args = build_parser().parse_args(["ui", "--device", "cpu", "--stream-every", "0.2", "--allow-dir", "/srv/v"])
+    assert (args.device, args.stream_every, args.allow_dir) == ("cpu", 0.2, ["/srv/v"])
+    out = subprocess.run([sys.executable, "-m", "streamvid_ui", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "usage: streamvid ui" in out.stdout and "--stream-every" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "streamvid_ui", "--set", "device=cpu"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unrecognized arguments: --set" in bad.stderr
 
 
 # ---------------------------------------------------------------- callbacks on a real tiny agent

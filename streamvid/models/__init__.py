@@ -84,7 +84,11 @@ def model_available(model: str, timeout: float = 3.0) -> bool:
         from streamvid.models.tiny import QWEN_DIR, SMOL_DIR
 
         folder = SMOL_DIR if model == "tiny:smolvlm" else QWEN_DIR
-        return model[5:] in TINY_BUILDERS and (shared_models_root() / folder / "config.json").is_file()
+        try:
+            root = shared_models_root()
+        except ModelError:  # STREAMVID_SHARED is not set
+            return False
+        return model[5:] in TINY_BUILDERS and (root / folder / "config.json").is_file()
     if (Path(model).expanduser() / "config.json").is_file():
         return True
     if len(model.split("/")) != 2:

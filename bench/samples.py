@@ -18,9 +18,9 @@ Other examples:
 
     python scripts/make_sample_video.py out.mkv --duration 6 --fps 25 --size 320x240 --cuts 2,4 \
         --text "1:3:HELLO" --needle 4.5 --vfr --start-time 10
-    python -c "from streamvid.samples import write_video; print(write_video('a.avi', duration=2))"
+    python -c "from streamvid_bench.samples import write_video; print(write_video('a.avi', duration=2))"
 
-As a module (``streamvid.samples``): ``write_video(path, **options) -> manifest dict``;
+As a module (``streamvid_bench.samples``): ``write_video(path, **options) -> manifest dict``;
 ``sample_clip(path)`` writes the demo clip; ``write_empty_video(path)`` writes a container with a
 video stream and no frames; ``ensure_video(cache, name, **options)`` writes one once into a cache.
 """
