@@ -270,7 +270,8 @@ class StreamAgent:
                 if isinstance(step, DroppedRun):
                     self.memory.count_seen(step.count, t=step.t_last)
                 else:
-                    self._close_events(self.memory.write(step.tokens, step.key, step.thumbnail))
+                    self._close_events(self.memory.write(step.tokens, step.key, step.thumbnail, cut=step.cut,
+                                                         hold=step.hold))
 
     def _end_of_stream(self) -> None:
         self._close_events(self.memory.flush())

@@ -22,6 +22,7 @@ from streamvid.backends import AnswerRun
 from streamvid.config import AgentConfig
 from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
 from streamvid.prompt import PromptBlock
+from streamvid.segment import ShotDetector
 from streamvid.types import Event, Frame, FrameTokens, format_span
 
 GATE_SIDE = 32
@@ -54,6 +55,7 @@ class OfflinePipeline:
         self._lock = threading.Lock()
         self._last_gate: np.ndarray | None = None
         self._last_rgb: np.ndarray | None = None
+        self.shots = ShotDetector()
         self.frames_in = 0
         self.frames_kept = 0
 
@@ -66,22 +68,27 @@ class OfflinePipeline:
         steps: list = []  # kept frames as (frame, perception, description) until keyed
         for frame in frames:
             with self.timer.stage("gate"):
+                cut = self.shots.update(frame.rgb)
+                # Events are shots here: the key is a caption's embedding, and a caption's wording moves
+                # with small things (a colour share, a motion word), so its surprise alone does not split.
+                hold = not cut
                 small = gate_thumbnail(frame.rgb)
-                if self._last_gate is not None and pixel_similarity(small, self._last_gate) >= self.config.tau_dup:
+                if not cut and self._last_gate is not None and \
+                        pixel_similarity(small, self._last_gate) >= self.config.tau_dup:
                     add_dropped(steps, frame.t)
                     continue
                 self._last_gate = small
             with self.timer.stage("perceive"):
                 perception = self.perceiver.perceive(frame.rgb, self._last_rgb, frame.t)
             self._last_rgb = frame.rgb
-            steps.append((frame, perception, caption_event([perception])))
+            steps.append((frame, perception, caption_event([perception]), cut, hold))
         kept = [s for s in steps if isinstance(s, tuple)]
         if not kept:
             return steps
         with self.timer.stage("key", len(kept)):
-            keys = iter(self.embedder.encode_text([d for _, _, d in kept]))
+            keys = iter(self.embedder.encode_text([d for _, _, d, _, _ in kept]))
         with self._lock:
-            self.perceptions.extend((f.t, p) for f, p, _ in kept)
+            self.perceptions.extend((f.t, p) for f, p, _, _, _ in kept)
         self.frames_kept += len(kept)
         one = torch.zeros(1, dtype=torch.long)
         out: list[Step] = []
@@ -89,7 +96,7 @@ class OfflinePipeline:
             if isinstance(s, tuple):
                 frame, key = s[0], next(keys)
                 s = KeptFrame(FrameTokens(tokens=key[None].clone(), positions=one, sizes=torch.ones(1), grid=(1, 1),
-                                          t=frame.t), key, thumbnail(frame.rgb), 1)
+                                          t=frame.t), key, thumbnail(frame.rgb), 1, cut=s[3], hold=s[4])
             out.append(s)
         return out
 

@@ -21,6 +21,7 @@ import torch
 from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frame
 from streamvid.config import AgentConfig
+from streamvid.segment import ShotDetector
 from streamvid.types import Frame, FrameTokens
 
 THUMBNAIL_SHORT_SIDE = 96
@@ -59,6 +60,8 @@ class KeptFrame:
     key: torch.Tensor  # [k] L2-normalised retrieval key
     thumbnail: np.ndarray  # small RGB uint8
     raw_tokens: int  # tokens the vision tower produced for this frame, before compression
+    cut: bool = False  # the frame starts a new shot (ShotDetector): memory starts a new event with it
+    hold: bool = False  # the pixels say the open shot goes on (e.g. inside a fade): no event split on key surprise
 
 
 @dataclass
@@ -107,6 +110,7 @@ class FramePipeline:
         self.llm = llm
         self.timer = StageTimer()
         self.gate = FrameGate(config.tau_dup)
+        self.shots = ShotDetector()
         self._last_tokens: torch.Tensor | None = None
         self.raw_tokens = 0
         self.stored_tokens = 0
@@ -128,9 +132,15 @@ class FramePipeline:
         with self.timer.stage("key", n):
             keys = self.encoder.encode_frames([f.rgb for f in frames])
         steps: list = []  # kept frames as their index into ``frames`` until tokenized
+        cuts: set[int] = set()
+        fading: set[int] = set()
         with self.timer.stage("gate", n):
             for i in range(n):
-                if self.gate.admit(keys[i]):
+                if self.shots.update(frames[i].rgb):
+                    cuts.add(i)
+                elif self.shots.in_transition:
+                    fading.add(i)
+                if self.gate.admit(keys[i], force=i in cuts):
                     steps.append(i)
                 else:
                     add_dropped(steps, frames[i].t)
@@ -149,7 +159,8 @@ class FramePipeline:
                 self._last_tokens = full
                 ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=visual.grid,
                                  t=frames[i].t)
-                tokenized[i] = KeptFrame(ft, keys[i], thumbnail(frames[i].rgb), int(full.shape[0]))
+                tokenized[i] = KeptFrame(ft, keys[i], thumbnail(frames[i].rgb), int(full.shape[0]), cut=i in cuts,
+                                         hold=i in fading)
                 self.raw_tokens += int(full.shape[0])
                 self.stored_tokens += ft.n
         return [tokenized[s] if isinstance(s, int) else s for s in steps]

@@ -92,3 +92,76 @@ def test_state_round_trip_continues_identically():
 def test_bad_lengths_raise():
     with pytest.raises(ValueError, match="min_frames"):
         EventSegmenter(min_frames=5, max_frames=2)
+
+
+# ---- shot changes from pixels ------------------------------------------------------------------
+from streamvid_bench.clips import Clip, Overlay, Scene, frames  # noqa: E402
+
+from streamvid.segment import ShotDetector, histogram_distance, shot_histogram  # noqa: E402
+
+COLOURS6 = ["red", "green", "blue", "yellow", "purple", "cyan"]
+
+
+def _shot_cuts(clip: Clip, fps: float) -> list[float]:
+    det = ShotDetector()
+    return [t for t, rgb in frames(clip, fps) if det.update(rgb)]
+
+
+@pytest.mark.parametrize("fps", [1.0, 2.0])
+@pytest.mark.parametrize("grey", [False, True])
+def test_every_hard_cut_splits(fps, grey):
+    clip = Clip("cuts", tuple(Scene(10 * i, 10 * i + 10, c, seed=i) for i, c in enumerate(COLOURS6[:5])), grey=grey)
+    assert _shot_cuts(clip, fps) == [10.0, 20.0, 30.0, 40.0]
+
+
+@pytest.mark.parametrize("fps", [1.0, 2.0])
+@pytest.mark.parametrize("motion", ["pan", "drift"])
+def test_pans_and_lighting_drift_do_not_split(fps, motion):
+    clip = Clip(motion, (Scene(0, 30, "green", motion=motion), Scene(30, 60, "orange", motion=motion, seed=3)))
+    assert _shot_cuts(clip, fps) == [30.0]
+
+
+@pytest.mark.parametrize("fps", [1.0, 2.0, 4.0])
+@pytest.mark.parametrize("enter", ["fade", "black"])
+def test_a_fade_splits_once_within_a_second_of_its_middle(fps, enter):
+    clip = Clip("fade", (Scene(0, 10, "red"), Scene(10, 20, "blue", enter=enter, fade_s=2.0),
+                         Scene(20, 30, "yellow", seed=2)))
+    cuts = _shot_cuts(clip, fps)
+    assert len(cuts) == 2 and abs(cuts[0] - 11.0) <= 1.0 and cuts[1] == 20.0
+
+
+def test_small_overlays_do_not_split():
+    clip = Clip("text", (Scene(0, 20, "blue"),), overlays=(Overlay(5, 10, text="EXIT"), Overlay(12, 16, count=3)))
+    assert _shot_cuts(clip, 2.0) == []
+
+
+def test_histogram_distance_bounds():
+    a = shot_histogram(np.zeros((48, 64, 3), np.uint8))
+    b = shot_histogram(np.full((48, 64, 3), 255, np.uint8))
+    assert histogram_distance(a, a) == pytest.approx(0.0)
+    assert histogram_distance(a, b) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ShotDetector(threshold=0.7, hard=0.6)
+
+
+@pytest.fixture(scope="module")
+def cut_clip(tmp_path_factory):
+    """A cut, a cross-fade, a pan and lighting drift; true boundaries at 8, 17 and 24 s."""
+    from streamvid_bench.clips import write_clip
+
+    clip = Clip("mixed", (Scene(0, 8, "red"), Scene(8, 16, "blue", seed=1), Scene(16, 24, "green", enter="fade",
+                          fade_s=2.0, seed=2), Scene(24, 34, "yellow", motion="pan", seed=3)))
+    return clip, write_clip(clip, tmp_path_factory.mktemp("seg") / "mixed.mp4")
+
+
+@pytest.mark.parametrize("preset", ["tiny-random", "offline"])
+def test_agent_events_follow_the_shots(cut_clip, preset):
+    import streamvid
+
+    clip, path = cut_clip
+    with streamvid.StreamAgent.from_preset(preset, captions=False, fps=2.0) as agent:
+        agent.ingest(str(path), progress=False)
+        starts = [e.t_start for e in agent.memory.snapshot().events][1:]
+    assert len(starts) == len(clip.cuts())
+    for got, want in zip(starts, clip.cuts(), strict=True):
+        assert abs(got - want) <= 1.0, (starts, clip.cuts())

@@ -75,9 +75,10 @@ class FrameGate:
     def dropped(self) -> int:
         return self.seen - self.kept
 
-    def admit(self, key: torch.Tensor) -> bool:
-        """key [k] → True when the frame is kept (it becomes the new reference)."""
-        keep = keep_frame(key, self.last_kept, self.tau)
+    def admit(self, key: torch.Tensor, force: bool = False) -> bool:
+        """key [k] → True when the frame is kept (it becomes the new reference). ``force`` keeps it
+        whatever the key says (e.g. it starts a new shot)."""
+        keep = keep_frame(key, self.last_kept, self.tau) or force
         self.seen += 1
         if keep:
             self.kept += 1

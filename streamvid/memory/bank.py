@@ -136,8 +136,10 @@ class MemoryBank:
 
     # ---- write path ------------------------------------------------------------------------
     def write(self, frame: FrameTokens, key: torch.Tensor | np.ndarray,
-              thumbnail: np.ndarray | None = None) -> list[Event]:
-        """Add one kept frame. key: [k] L2-normalised retrieval key. Returns the events this frame closed."""
+              thumbnail: np.ndarray | None = None, *, cut: bool = False, hold: bool = False) -> list[Event]:
+        """Add one kept frame. key: [k] L2-normalised retrieval key; cut: the frame starts a new shot
+        (it then starts a new event); hold: the pixels say the open shot goes on (the frame does not
+        split on key surprise). Returns the events this frame closed."""
         key_np = self._check_key(key)
         self._check_frame(frame)
         with self._lock:
@@ -145,7 +147,7 @@ class MemoryBank:
                 raise MemoryInputError(f"frame time {frame.t} precedes the previous frame's {self._last_t}; "
                                        "times must be non-decreasing")
             closed = []
-            boundary = self._segmenter.update(key_np)
+            boundary = self._segmenter.update(key_np, shot=cut, hold=hold)
             grid = (int(frame.grid[0]), int(frame.grid[1]))
             if self._builder.n_frames and (boundary or grid != self._builder.grid):
                 closed.append(self._close_open())
