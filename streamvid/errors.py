@@ -24,6 +24,10 @@ class MemoryFormatError(StreamvidError):
     """A saved memory directory is damaged or was written by an incompatible version."""
 
 
+class MemoryFolderError(MemoryFormatError):
+    """A folder cannot take a saved memory: it holds files streamvid did not write (nothing is deleted)."""
+
+
 class MemoryInputError(StreamvidError):
     """A frame, key or event id handed to the memory is malformed (wrong shape, time going back, unknown id)."""
 

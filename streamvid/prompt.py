@@ -30,54 +30,52 @@ import numpy as np
 import torch
 
 from streamvid.errors import ModelError, QuestionError
-from streamvid.types import format_span, format_time
+from streamvid.types import TokenSet, format_span, format_time
 
 
-@dataclass
-class PromptBlock:
-    """One retrieved piece of memory to show the model.
+class PromptBlock(TokenSet):
+    """One retrieved piece of memory to show the model: a TokenSet with its span and source.
 
-    tokens:      [n, d_llm] visual tokens as the LM reads them (projector output)
-    token_times: [n] float64 seconds, the time of the frame each token came from
-    positions:   [n] long, flat row-major index into ``grid`` of each token's location
-    grid:        (grid_h, grid_w) of the frames' token grid
-    event_id:    the memory event the tokens came from (-1 for short-term frames)
+    ``PromptBlock(t_start, t_end, tokens [n, d], token_times [n], positions [n], grid, event_id=-1,
+    sizes=None)``; Dimensions and dtypes as :class:`~streamvid.types.TokenSet` (``token_times`` is
+    its ``times``; sizes default to 1). event_id is the memory event the tokens came from (-1 for
+    short-term frames). Times and positions given as arrays or lists are taken as tensors once, here.
     """
 
-    t_start: float
-    t_end: float
-    tokens: torch.Tensor
-    token_times: np.ndarray | torch.Tensor
-    positions: torch.Tensor | np.ndarray
-    grid: tuple[int, int]
-    event_id: int = -1
+    error = ModelError
 
-    def __post_init__(self) -> None:
-        if self.tokens.ndim != 2:
-            raise ModelError(
-                f"PromptBlock(event {self.event_id}): tokens must be [n, d], got {tuple(self.tokens.shape)}")
-        self.token_times = np.asarray(
-            self.token_times.detach().cpu() if isinstance(self.token_times, torch.Tensor) else self.token_times,
-            dtype=np.float64,
-        ).reshape(-1)
-        pos = self.positions
-        pos = pos.detach().cpu() if isinstance(pos, torch.Tensor) else torch.as_tensor(np.asarray(pos))
-        self.positions = pos.long().reshape(-1)
-        n = int(self.tokens.shape[0])
-        if len(self.token_times) != n or len(self.positions) != n:
-            raise ModelError(
-                f"PromptBlock(event {self.event_id}): {n} tokens but {len(self.token_times)} times and "
-                f"{len(self.positions)} positions"
-            )
+    def __init__(self, t_start: float, t_end: float, tokens: torch.Tensor, token_times: torch.Tensor | np.ndarray,
+                 positions: torch.Tensor | np.ndarray, grid: tuple[int, int], event_id: int = -1,
+                 sizes: torch.Tensor | None = None) -> None:
+        self.t_start, self.t_end, self.event_id = float(t_start), float(t_end), int(event_id)
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+            raise ModelError(f"PromptBlock(event {self.event_id}): tokens must be [n, d], got "
+                             f"{list(getattr(tokens, 'shape', []))}")
+        device = tokens.device
+        self.tokens = tokens
+        self.times = torch.as_tensor(token_times, dtype=torch.float64, device=device)
+        self.positions = torch.as_tensor(positions, device=device)
+        self.sizes = torch.ones(tokens.shape[0], device=device) if sizes is None else sizes
+        self.grid = grid
+        self._check()
         gh, gw = self.grid
-        if n and (int(self.positions.min()) < 0 or int(self.positions.max()) >= gh * gw):
+        if self.n and (int(self.positions.min()) < 0 or int(self.positions.max()) >= gh * gw):
             raise ModelError(f"PromptBlock(event {self.event_id}): positions outside the {gh}x{gw} grid")
         if self.t_end < self.t_start:
             raise ModelError(f"PromptBlock(event {self.event_id}): t_end {self.t_end} < t_start {self.t_start}")
 
+    @classmethod
+    def of(cls, visual: TokenSet, t_start: float, t_end: float, event_id: int = -1) -> PromptBlock:
+        """A block showing ``visual`` for the span [t_start, t_end]."""
+        return cls(t_start, t_end, visual.tokens, visual.times, visual.positions, visual.grid, event_id, visual.sizes)
+
     @property
-    def n(self) -> int:
-        return int(self.tokens.shape[0])
+    def token_times(self) -> torch.Tensor:
+        """[n] float64 seconds of each token's frame (the TokenSet's ``times``)."""
+        return self.times
+
+    def __repr__(self) -> str:
+        return f"PromptBlock(event {self.event_id}, {format_span(self.t_start, self.t_end)}, n={self.n})"
 
 
 @dataclass(frozen=True)
@@ -163,8 +161,8 @@ def sort_blocks(blocks: Sequence[PromptBlock]) -> list[PromptBlock]:
 
 def order_block_tokens(block: PromptBlock) -> torch.Tensor:
     """Indices that put a block's tokens frame by frame in time, row-major inside a frame. [n] long."""
-    order = np.lexsort((block.positions.numpy(), block.token_times))
-    return torch.from_numpy(order.astype(np.int64))
+    by_position = torch.argsort(block.positions, stable=True)
+    return by_position[torch.argsort(block.times[by_position], stable=True)]
 
 
 def build_messages(
@@ -297,9 +295,9 @@ def block_rope_positions(block: PromptBlock, order: torch.Tensor, start: int, mr
     """
     gw = block.grid[1]
     pos = block.positions[order]
-    times = torch.from_numpy(block.token_times[order.numpy()] - block.t_start)
+    times = block.times[order] - block.t_start
     t = torch.floor(times.clamp_min(0) * mrope.tokens_per_second).long()
-    return torch.stack([t, pos // gw, pos % gw]) + start
+    return (torch.stack([t, pos // gw, pos % gw]) + start).cpu()
 
 
 def mrope_position_ids(

@@ -18,14 +18,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from streamvid.errors import QuestionError
 from streamvid.memory.long_term import consolidate
 from streamvid.memory.short_term import ShortTermFrame
 from streamvid.prompt import PromptBlock
-from streamvid.types import Event
+from streamvid.types import Event, TokenSet
 
 UNITS = {"second": 1.0, "sec": 1.0, "s": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0, "hr": 3600.0, "h": 3600.0}
 NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -276,59 +275,37 @@ def _share(sizes: Sequence[int], budget: int) -> list[int]:
     return alloc
 
 
-@dataclass
-class _Source:
-    tokens: torch.Tensor
-    times: np.ndarray
-    positions: np.ndarray
-    grid: tuple[int, int]
-    event_id: int
-    t_start: float
-    t_end: float
-
-
-def _short_term_sources(frames: Sequence[ShortTermFrame]) -> list[_Source]:
-    """The short-term frames as one source per run of frames with the same grid."""
-    out: list[_Source] = []
+def _short_term_sources(frames: Sequence[ShortTermFrame]) -> list[PromptBlock]:
+    """The short-term frames as one block per run of frames with the same grid."""
+    out: list[PromptBlock] = []
     run: list[ShortTermFrame] = []
     for f in [*frames, None]:
-        if run and (f is None or tuple(f.frame.grid) != tuple(run[0].frame.grid)):
-            toks = [r.frame.tokens for r in run]
-            out.append(_Source(
-                tokens=torch.cat(toks),
-                times=np.concatenate([np.full(r.frame.n, r.t, dtype=np.float64) for r in run]),
-                positions=np.concatenate([r.frame.positions.to(torch.long).cpu().numpy().reshape(-1) for r in run]),
-                grid=(int(run[0].frame.grid[0]), int(run[0].frame.grid[1])), event_id=-1,
-                t_start=run[0].t, t_end=run[-1].t))
+        if run and (f is None or f.frame.grid != run[0].frame.grid):
+            out.append(PromptBlock.of(TokenSet.cat([r.frame for r in run]), run[0].t, run[-1].t))
             run = []
         if f is not None:
             run.append(f)
     return out
 
 
-def _reduce(src: _Source, budget: int, query: torch.Tensor | None) -> PromptBlock:
-    n = int(src.tokens.shape[0])
-    tokens, times, positions = src.tokens, src.times, src.positions
-    if n > budget:
-        if query is not None:
-            from streamvid.compress.prune import prune_tokens
+def _reduce(src: PromptBlock, budget: int, query: torch.Tensor | None) -> PromptBlock:
+    """``src`` cut to at most ``budget`` tokens: pruned by relevance to ``query`` [d], or merged down."""
+    if src.n <= budget:
+        return src
+    if query is None:
+        return PromptBlock.of(consolidate(src, budget), src.t_start, src.t_end, src.event_id)
+    from streamvid.compress.prune import prune_tokens
 
-            _, groups_np = np.unique(times, return_inverse=True)
-            groups = torch.from_numpy(groups_np.astype(np.int64)).to(tokens.device)
-            pruned = prune_tokens(tokens, groups, query.to(tokens.device), budget)
-            source = pruned.source.cpu().numpy()
-            frame_of = pruned.group.cpu().numpy()
-            frame_times = np.unique(times)
-            # A frame's summary token stands for the whole frame: it sits at the grid's centre cell.
-            centre = (src.grid[0] // 2) * src.grid[1] + src.grid[1] // 2
-            times = np.where(source >= 0, times[np.maximum(source, 0)], frame_times[frame_of])
-            positions = np.where(source >= 0, positions[np.maximum(source, 0)], centre)
-            tokens = pruned.tokens
-        else:
-            tokens, _, times, positions = consolidate(tokens, torch.ones(n), times, positions, budget)
-    return PromptBlock(t_start=src.t_start, t_end=src.t_end, tokens=tokens, token_times=times,
-                       positions=torch.from_numpy(np.asarray(positions, dtype=np.int64)), grid=src.grid,
-                       event_id=src.event_id)
+    frame_times, groups = torch.unique(src.times, return_inverse=True)
+    pruned = prune_tokens(src.tokens, groups, query.to(src.tokens.device), budget)
+    kept = pruned.source >= 0
+    source = pruned.source.clamp_min(0)
+    # A frame's summary token stands for the whole frame: it sits at the grid's centre cell.
+    centre = (src.grid[0] // 2) * src.grid[1] + src.grid[1] // 2
+    visual = TokenSet(pruned.tokens, torch.where(kept, src.times[source], frame_times[pruned.group]),
+                      torch.where(kept, src.positions[source], centre),
+                      torch.where(kept, src.sizes[source], 1.0), src.grid)
+    return PromptBlock.of(visual, src.t_start, src.t_end, src.event_id)
 
 
 def assemble(events: Sequence[Event], short_term: Sequence[ShortTermFrame], budget: int, *,
@@ -353,12 +330,10 @@ def assemble(events: Sequence[Event], short_term: Sequence[ShortTermFrame], budg
         if e.id in seen or e.tokens is None or e.n_tokens == 0 or (lo <= e.t_start and e.t_end <= hi):
             continue
         seen.add(e.id)
-        sources.append(_Source(tokens=e.tokens, times=np.asarray(e.token_times, dtype=np.float64),
-                               positions=np.asarray(e.token_positions, dtype=np.int64), grid=e.grid,
-                               event_id=e.id, t_start=e.t_start, t_end=e.t_end))
+        sources.append(PromptBlock.of(e.visual, e.t_start, e.t_end, e.id))
     # Shares are handed out in priority order (short-term first, then events as ranked), so the
     # remainder of an uneven split goes to what matters most; blocks are then put in time order.
-    alloc = _share([int(s.tokens.shape[0]) for s in sources], budget)
+    alloc = _share([s.n for s in sources], budget)
     chosen = sorted(((s, a) for s, a in zip(sources, alloc, strict=True) if a > 0),
                     key=lambda sa: (sa[0].t_start, sa[0].t_end, sa[0].event_id))
     return [_reduce(s, a, query) for s, a in chosen]

@@ -2,16 +2,23 @@
 
 Times are seconds on the source clock (container PTS for files, arrival time for live
 sources), counted from the first frame of the source.
+
+Array convention: every per-token array (tokens, times, positions, sizes) is a torch tensor,
+on the tokens' device; per-frame keys and thumbnails are numpy arrays (they feed FAISS and
+images, never a model).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch is only named in annotations: importing a source stays light
+from streamvid.errors import MemoryInputError
+
+if TYPE_CHECKING:  # torch is imported where a method needs it: `import streamvid` stays quick
     import torch
 
 
@@ -24,49 +31,134 @@ class Frame:
     rgb: np.ndarray
 
 
-@dataclass
-class FrameTokens:
-    """What the language model reads for one frame, after compression.
+@dataclass(eq=False)
+class TokenSet:
+    """Visual tokens with the time, grid cell and weight of each one: the one record for a frame's
+    compressed tokens, an open or closed event's tokens, and a block of a prompt.
 
-    tokens:    [n, d_llm] visual tokens (projector output)
-    positions: [n] long, flat index into the frame's token grid (row-major, grid_h × grid_w)
-               of the location each token sits at
-    sizes:     [n] float, how many original grid tokens each token stands for
-    grid:      (grid_h, grid_w) of the uncompressed frame
-    t:         the frame's time in seconds
+    Dimensions:
+        - n: number of tokens (0 allowed)
+        - d: token width (the language model's hidden size)
+
+    Type annotations, as vLLM's TensorSchema states them:
+        tokens:    [n, d]  the model's dtype  visual tokens (projector output)
+        times:     [n]     float64            seconds of the frame each token came from, non-decreasing
+        positions: [n]     int64              flat row-major index into ``grid`` of each token's cell
+        sizes:     [n]     float32            grid cells each token stands for (1 unmerged)
+        grid:      (grid_h, grid_w)           the uncompressed frames' token grid
+
+    The four tensors sit on one device. Construction checks shapes only (no host sync) and casts
+    times, positions and sizes to their dtypes; a mismatch raises ``error``.
     """
 
     tokens: torch.Tensor
+    times: torch.Tensor
     positions: torch.Tensor
     sizes: torch.Tensor
     grid: tuple[int, int]
-    t: float
+
+    error = MemoryInputError  # what a malformed set raises; subclasses name their own
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        import torch
+
+        what = type(self).__name__
+        for name in ("tokens", "times", "positions", "sizes"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise self.error(f"{what}.{name} must be a torch tensor, got {type(getattr(self, name)).__name__}")
+        if self.tokens.ndim != 2:
+            raise self.error(f"{what}: tokens must be [n, d], got {list(self.tokens.shape)}")
+        n = int(self.tokens.shape[0])
+        if self.times.dtype != torch.float64 or self.times.ndim != 1:
+            self.times = self.times.to(torch.float64).reshape(-1)
+        self.positions = self.positions.to(torch.long).reshape(-1)
+        self.sizes = self.sizes.to(torch.float32).reshape(-1)
+        if len(self.times) != n or len(self.positions) != n or len(self.sizes) != n:
+            raise self.error(f"{what}: {n} tokens but {len(self.times)} times, {len(self.positions)} "
+                             f"positions and {len(self.sizes)} sizes")
+        if len(self.grid) != 2:
+            raise self.error(f"{what}: grid must be (grid_h, grid_w), got {self.grid!r}")
+        self.grid = (int(self.grid[0]), int(self.grid[1]))
 
     @property
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
+    def select(self, index: torch.Tensor) -> TokenSet:
+        """The tokens at ``index`` ([m] long or bool, on the set's device) as a new TokenSet."""
+        return TokenSet(self.tokens[index], self.times[index], self.positions[index], self.sizes[index], self.grid)
 
-@dataclass
+    @staticmethod
+    def cat(sets: Sequence[TokenSet]) -> TokenSet:
+        """Sets of one grid, concatenated in the given order."""
+        if not sets:
+            raise MemoryInputError("TokenSet.cat needs at least one set")
+        import torch
+
+        if len(sets) == 1:
+            s = sets[0]
+            return TokenSet(s.tokens, s.times, s.positions, s.sizes, s.grid)
+        return TokenSet(torch.cat([s.tokens for s in sets]), torch.cat([s.times for s in sets]),
+                        torch.cat([s.positions for s in sets]), torch.cat([s.sizes for s in sets]), sets[0].grid)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.tokens, self.times, self.positions, self.sizes))
+
+
+class FrameTokens(TokenSet):
+    """A TokenSet of one frame at time ``t``: what the language model reads for it after compression.
+
+    ``FrameTokens(tokens [n, d], positions [n], sizes [n], grid, t)``; every token's time is ``t``
+    (``times`` follows ``t`` if it is changed).
+    """
+
+    error = MemoryInputError
+
+    def __init__(self, tokens: torch.Tensor, positions: torch.Tensor, sizes: torch.Tensor,
+                 grid: tuple[int, int], t: float) -> None:
+        self.tokens, self.positions, self.sizes, self.grid = tokens, positions, sizes, grid
+        self.t = float(t)
+        self._check()
+
+    @property  # type: ignore[override]
+    def times(self) -> torch.Tensor:
+        import torch
+
+        return torch.full((self.n,), self.t, dtype=torch.float64, device=self.tokens.device)
+
+    def __repr__(self) -> str:
+        return f"FrameTokens(t={self.t}, n={self.n}, grid={self.grid})"
+
+
+@dataclass(eq=False)
 class Event:
     """A closed segment of the stream, as long-term memory keeps it.
 
+    Its visual tokens are a TokenSet (``visual``) spread over four fields, so the record reads
+    as it always has; m is the number of tokens, f the number of kept frames:
+
     tokens:      [m, d_llm] consolidated visual tokens, or None while archived on disk
-    token_times: [m] float64 seconds, the time of the frame each token came from
-    token_positions: [m] int64 flat grid index (row-major in ``grid``) each token sits at
+    token_times: [m] float64 tensor, seconds of the frame each token came from
+    token_positions: [m] int64 tensor, flat grid index (row-major in ``grid``) each token sits at
     grid:        (grid_h, grid_w) of the frames' token grid
-    key:         [k] float32, L2-normalised mean of the frame keys
-    frame_keys:  [f, k] float32, L2-normalised retrieval keys of the kept frames
-    frame_times: [f] float64 seconds of those frames
+    key:         [k] float32 numpy, L2-normalised mean of the frame keys
+    frame_keys:  [f, k] float32 numpy, L2-normalised retrieval keys of the kept frames
+    frame_times: [f] float64 numpy, seconds of those frames
     thumbnail:   small RGB uint8 image of the event's middle frame
+    token_sizes: [m] float32 tensor, grid cells each token stands for (None: 1 each)
+
+    token_times and token_positions given as arrays or lists are taken as tensors once, here.
     """
 
     id: int
     t_start: float
     t_end: float
     tokens: torch.Tensor | None
-    token_times: np.ndarray
-    token_positions: np.ndarray
+    token_times: torch.Tensor
+    token_positions: torch.Tensor
     grid: tuple[int, int]
     key: np.ndarray
     frame_keys: np.ndarray
@@ -74,6 +166,29 @@ class Event:
     caption: str = ""
     thumbnail: np.ndarray | None = None
     recalls: int = 0
+    token_sizes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self.token_times = torch.as_tensor(self.token_times, dtype=torch.float64).reshape(-1)
+        self.token_positions = torch.as_tensor(self.token_positions, dtype=torch.long).reshape(-1)
+        if self.token_sizes is None:
+            self.token_sizes = torch.ones(len(self.token_times), dtype=torch.float32,
+                                          device=self.token_times.device)
+
+    @classmethod
+    def from_tokens(cls, visual: TokenSet, **fields: object) -> Event:
+        """An event holding ``visual``; ``fields`` are the others (id, t_start, t_end, key, …)."""
+        return cls(tokens=visual.tokens, token_times=visual.times, token_positions=visual.positions,
+                   grid=visual.grid, token_sizes=visual.sizes, **fields)  # type: ignore[arg-type]
+
+    @property
+    def visual(self) -> TokenSet | None:
+        """The event's tokens as a TokenSet (views, no copy); None while archived."""
+        if self.tokens is None:
+            return None
+        return TokenSet(self.tokens, self.token_times, self.token_positions, self.token_sizes, self.grid)
 
     @property
     def n_tokens(self) -> int:

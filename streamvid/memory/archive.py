@@ -9,18 +9,20 @@ reports a deletion.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from streamvid.errors import ConfigError
+from streamvid.errors import ConfigError, MemoryFormatError
 from streamvid.types import Event
 
 DB_NAME = "archive.db"
@@ -43,19 +45,57 @@ CREATE INDEX IF NOT EXISTS events_time ON events (t_start, t_end);
 
 
 def event_tensors(event: Event) -> dict[str, torch.Tensor]:
-    """The arrays of an event as a flat name → tensor dict (safetensors needs contiguous tensors)."""
+    """The arrays of an event as a flat name → CPU tensor dict (safetensors needs contiguous tensors)."""
     out = {
-        "token_times": torch.from_numpy(np.ascontiguousarray(event.token_times, dtype=np.float64)),
-        "token_positions": torch.from_numpy(np.ascontiguousarray(event.token_positions, dtype=np.int64)),
+        "token_times": event.token_times,
+        "token_positions": event.token_positions,
+        "token_sizes": event.token_sizes,
         "key": torch.from_numpy(np.ascontiguousarray(event.key, dtype=np.float32)),
         "frame_keys": torch.from_numpy(np.ascontiguousarray(event.frame_keys, dtype=np.float32)),
         "frame_times": torch.from_numpy(np.ascontiguousarray(event.frame_times, dtype=np.float64)),
     }
     if event.tokens is not None:
-        out["tokens"] = event.tokens.detach().to("cpu").contiguous()
+        out["tokens"] = event.tokens
     if event.thumbnail is not None:
         out["thumbnail"] = torch.from_numpy(np.ascontiguousarray(event.thumbnail, dtype=np.uint8))
-    return out
+    return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
+# name → (dtype, number of dimensions); "tokens" also gets its width checked against the memory's
+EVENT_ARRAYS = {
+    "tokens": (None, 2), "token_times": (torch.float64, 1), "token_positions": (torch.int64, 1),
+    "token_sizes": (torch.float32, 1), "key": (torch.float32, 1), "frame_keys": (torch.float32, 2),
+    "frame_times": (torch.float64, 1), "thumbnail": (torch.uint8, 3),
+}
+OPTIONAL_ARRAYS = ("tokens", "thumbnail", "token_sizes")
+
+
+def check_event_tensors(tensors: dict[str, torch.Tensor], *, token_dim: int, key_dim: int) -> None:
+    """Raise ValueError unless ``tensors`` are a well-formed event (names, dtypes, shapes, finite times)."""
+    for name, (dtype, ndim) in EVENT_ARRAYS.items():
+        if name not in tensors:
+            if name in OPTIONAL_ARRAYS:
+                continue
+            raise ValueError(f"array {name!r} is missing")
+        t = tensors[name]
+        if t.ndim != ndim or (dtype is not None and t.dtype != dtype):
+            raise ValueError(f"array {name!r} is {t.dtype} {list(t.shape)}, expected {ndim} dimensions"
+                             + (f" of {dtype}" if dtype is not None else ""))
+    unknown = set(tensors) - set(EVENT_ARRAYS)
+    if unknown:
+        raise ValueError(f"unknown arrays {sorted(unknown)}")
+    m = len(tensors["token_times"])
+    if len(tensors["token_positions"]) != m or ("token_sizes" in tensors and len(tensors["token_sizes"]) != m):
+        raise ValueError("token times, positions and sizes differ in length")
+    tokens = tensors.get("tokens")
+    if tokens is not None and (tokens.shape[0] != m or tokens.shape[1] != token_dim or not tokens.is_floating_point()):
+        raise ValueError(f"tokens are {tokens.dtype} {list(tokens.shape)}, expected [{m}, {token_dim}] floats")
+    if tensors["key"].shape != (key_dim,) or tensors["frame_keys"].shape[1:] != (key_dim,):
+        raise ValueError(f"keys are not {key_dim}-d")
+    if len(tensors["frame_keys"]) != len(tensors["frame_times"]) or len(tensors["frame_times"]) == 0:
+        raise ValueError("frame keys and frame times differ in length (or are empty)")
+    if not bool(torch.isfinite(tensors["token_times"]).all()) or not bool(torch.isfinite(tensors["frame_times"]).all()):
+        raise ValueError("times are not finite")
 
 
 def event_from_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> Event:
@@ -64,8 +104,9 @@ def event_from_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> Event:
     return Event(
         id=int(meta["id"]), t_start=float(meta["t_start"]), t_end=float(meta["t_end"]),
         tokens=tensors.get("tokens"),
-        token_times=tensors["token_times"].numpy(),
-        token_positions=tensors["token_positions"].numpy(),
+        token_times=tensors["token_times"],
+        token_positions=tensors["token_positions"],
+        token_sizes=tensors.get("token_sizes"),
         grid=(int(meta["grid"][0]), int(meta["grid"][1])),
         key=tensors["key"].numpy(),
         frame_keys=tensors["frame_keys"].numpy(),
@@ -188,8 +229,36 @@ class EventArchive:
             for event_id in self.ids():
                 shutil.copyfile(self._shard(event_id), directory / SHARD_DIR / self._shard(event_id).name)
 
-    def restore_from(self, directory: Path) -> None:
-        """Replace this (empty) archive's contents with a copy made by ``copy_to``."""
+    def restore_from(self, directory: Path, *, token_dim: int, key_dim: int,
+                     readable: Callable[[str], bool] = lambda name: True) -> None:
+        """Replace this (empty) archive's contents with a copy made by ``copy_to``, after checking it.
+
+        Every database row must be well typed and have its shard; every shard must hold a
+        well-formed event (dtypes, shapes, token width ``token_dim``, key width ``key_dim``).
+        ``readable(name)`` says whether a file, named relative to ``directory``'s parent (e.g.
+        "archive/shards/000000000003.safetensors"), may be read at all (the caller's list of
+        verified files). Raises MemoryFormatError naming the file at fault; nothing is copied then.
+        """
+        db_name = f"{directory.name}/{DB_NAME}"
+        rows = _read_rows(directory / DB_NAME, db_name)
+        for row in rows:
+            event_id, grid_h, grid_w, n_tokens, nbytes = row[0], row[3], row[4], row[7], row[8]
+            name = f"{directory.name}/{SHARD_DIR}/{event_id:012d}.safetensors"
+            shard = directory / SHARD_DIR / f"{event_id:012d}.safetensors"
+            if not readable(name) or not shard.is_file():
+                raise MemoryFormatError(f"{name} is missing (listed in {db_name})")
+            try:
+                tensors = load_file(str(shard))
+                check_event_tensors(tensors, token_dim=token_dim, key_dim=key_dim)
+                if "tokens" not in tensors or len(tensors["tokens"]) != n_tokens:
+                    raise ValueError(f"it holds {len(tensors.get('tokens', ()))} tokens, {db_name} says {n_tokens}")
+                positions = tensors["token_positions"]
+                if len(positions) and (int(positions.min()) < 0 or int(positions.max()) >= grid_h * grid_w):
+                    raise ValueError(f"token positions outside the {grid_h}x{grid_w} grid")
+                if shard.stat().st_size != nbytes:
+                    raise ValueError(f"it has {shard.stat().st_size} bytes, {db_name} says {nbytes}")
+            except Exception as e:  # safetensors raises its own error types for a damaged file
+                raise MemoryFormatError(f"{name} is damaged ({type(e).__name__}: {e})") from e
         with self._lock:
             src = sqlite3.connect(str(directory / DB_NAME))
             try:
@@ -206,3 +275,25 @@ class EventArchive:
             self._db.close()
             if self._cleanup is not None:
                 self._cleanup()
+
+
+_ROW_TYPES = (int, float, float, int, int, str, int, int, int)
+
+
+def _read_rows(path: Path, name: str) -> list[tuple]:
+    """Every row of a saved archive database, type-checked; MemoryFormatError naming ``name`` otherwise."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT id, t_start, t_end, grid_h, grid_w, caption, recalls, n_tokens, nbytes "
+                              "FROM events ORDER BY id").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise MemoryFormatError(f"{name} is damaged (sqlite3: {e})") from e
+    for row in rows:
+        ok = all(isinstance(v, t) or (t is float and isinstance(v, int)) for v, t in zip(row, _ROW_TYPES, strict=True))
+        if not ok or not (math.isfinite(row[1]) and math.isfinite(row[2])) or min(row[0], row[3], row[4], row[6],
+                                                                                  row[7], row[8]) < 0:
+            raise MemoryFormatError(f"{name} is damaged (a malformed row for event {row[0]!r})")
+    return rows

@@ -17,16 +17,18 @@ Index ids pack (event id, slot): ``event_id << 16 | slot``; slot 0 is the event 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from streamvid.config import AgentConfig
-from streamvid.errors import ConfigError, MemoryInputError, QuestionError
-from streamvid.memory.archive import EventArchive
+from streamvid.errors import ConfigError, MemoryFormatError, MemoryInputError, QuestionError, StreamvidError
+from streamvid.memory.archive import EventArchive, check_event_tensors, event_from_tensors, event_tensors
 from streamvid.memory.index import KeyIndex
 from streamvid.memory.long_term import EventBuilder, consolidate, l2_normalise
 from streamvid.memory.short_term import ShortTermFrame, ShortTermMemory
@@ -36,6 +38,8 @@ from streamvid.types import Event, FrameTokens
 SLOT_BITS = 16
 TEXT_SLOT0 = 1 << 15
 DELETED, IN_RAM, ARCHIVED = 0, 1, 2
+
+log = logging.getLogger("streamvid.memory")
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 ImageEncoder = Callable[[np.ndarray], torch.Tensor]
@@ -51,9 +55,9 @@ def _array_bytes(a: np.ndarray | None) -> int:
 
 def event_bytes(e: Event) -> int:
     """RAM bytes an event holds (tokens, per-token and per-frame arrays, thumbnail)."""
-    return (_tensor_bytes(e.tokens) + _array_bytes(e.token_times) + _array_bytes(e.token_positions)
-            + _array_bytes(e.key) + _array_bytes(e.frame_keys) + _array_bytes(e.frame_times)
-            + _array_bytes(e.thumbnail))
+    return (_tensor_bytes(e.tokens) + _tensor_bytes(e.token_times) + _tensor_bytes(e.token_positions)
+            + _tensor_bytes(e.token_sizes) + _array_bytes(e.key) + _array_bytes(e.frame_keys)
+            + _array_bytes(e.frame_times) + _array_bytes(e.thumbnail))
 
 
 def frame_bytes(f: ShortTermFrame) -> int:
@@ -148,8 +152,7 @@ class MemoryBank:
                                        "times must be non-decreasing")
             closed = []
             boundary = self._segmenter.update(key_np, shot=cut, hold=hold)
-            grid = (int(frame.grid[0]), int(frame.grid[1]))
-            if self._builder.n_frames and (boundary or grid != self._builder.grid):
+            if self._builder.n_frames and (boundary or frame.grid != self._builder.grid):
                 closed.append(self._close_open())
                 if not boundary:  # the grid changed: restart the segmenter on this frame
                     self._segmenter.reset()
@@ -211,6 +214,20 @@ class MemoryBank:
                 self.archive.set_caption(event_id, caption)
             if key is not None:
                 self.add_text_key(event_id, key)
+
+    def count_recalls(self, event_ids: Sequence[int]) -> None:
+        """Count one recall of each event in ``event_ids`` (ids no longer in memory are skipped).
+
+        Readers hand their hits here: the counts steer eviction, so they change under the lock
+        that ``_enforce_budget`` holds, and only the bank writes the archive's database.
+        """
+        with self._lock:
+            ram = {e.id: e for e in self._events}
+            for event_id in event_ids:
+                if event_id in ram:
+                    ram[event_id].recalls += 1
+                elif 0 <= event_id < self._table.n and self._table.state[event_id] == ARCHIVED:
+                    self.archive.add_recall(event_id)
 
     def _close_open(self) -> Event:
         event = self._builder.build(self._table.n, self.config.event_tokens)
@@ -303,9 +320,8 @@ class MemoryBank:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             archived = int(np.count_nonzero(self._table.views()[2] == ARCHIVED))
-            tokens, sizes, times, positions = self._builder.pool() if self._builder.n_frames else (None,) * 4
-            open_bytes = (_tensor_bytes(tokens) + _tensor_bytes(sizes) + _array_bytes(times)
-                          + _array_bytes(positions) + 4 * self.key_dim * self._builder.n_frames)
+            open_bytes = ((self._builder.pool().nbytes() if self._builder.n_frames else 0)
+                          + 4 * self.key_dim * self._builder.n_frames)
             bytes_in_ram = (sum(event_bytes(e) for e in self._events) + sum(frame_bytes(f) for f in self.short.frames())
                             + open_bytes + self.index.nbytes)
             return {
@@ -322,6 +338,122 @@ class MemoryBank:
                 "index_keys": self.index.ntotal,
                 "index_kind": self.index.kind,
             }
+
+    # ---- state (PyTorch's state_dict convention) -----------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this bank holds in RAM, as plain data:
+
+        ``{"meta": JSON-able dict, "tensors": name → contiguous CPU tensor, "index": bytes}``.
+        Archived events are not in it: their shards and database stay in ``self.archive``, which
+        copies itself (``archive.copy_to``). The tensors are copies; the bank may go on writing.
+        """
+        with self._lock:
+            tensors: dict[str, torch.Tensor] = {}
+            t0, t1, state = self._table.views()
+            tensors["table.t0"] = torch.from_numpy(t0.copy())
+            tensors["table.t1"] = torch.from_numpy(t1.copy())
+            tensors["table.state"] = torch.from_numpy(state.copy())
+            events = []
+            for e in self._events:
+                events.append(dict(id=e.id, t_start=e.t_start, t_end=e.t_end, grid=list(e.grid), caption=e.caption,
+                                   recalls=e.recalls))
+                tensors.update({f"e{e.id}.{k}": v for k, v in event_tensors(e).items()})
+            short = []
+            for i, f in enumerate(self.short.frames()):
+                short.append(dict(t=f.frame.t, grid=list(f.frame.grid)))
+                tensors[f"s{i}.tokens"] = f.frame.tokens
+                tensors[f"s{i}.positions"] = f.frame.positions
+                tensors[f"s{i}.sizes"] = f.frame.sizes
+                tensors[f"s{i}.key"] = torch.from_numpy(f.key)
+                if f.thumbnail is not None:
+                    tensors[f"s{i}.thumbnail"] = torch.from_numpy(np.ascontiguousarray(f.thumbnail, dtype=np.uint8))
+            tensors.update({f"open.{k}": v for k, v in self._builder.tensors().items()})
+            meta: dict[str, Any] = {
+                "config": dataclasses.asdict(self.config),
+                "key_dim": self.key_dim,
+                "token_dim": self.token_dim,
+                "recall_bonus": self.recall_bonus,
+                "index_exact_max": self.index.exact_max,
+                "frames_seen": self._frames_seen,
+                "frames_kept": self._frames_kept,
+                "last_t": self._last_t,
+                "segmenter": self._segmenter.state(),
+                "events": events,
+                "short_term": short,
+                "open_grid": None if self._builder.grid is None else list(self._builder.grid),
+                "text_keys": {str(k): v for k, v in self._text_keys.items()},
+            }
+            return {"meta": meta, "tensors": {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
+                    "index": self.index.to_bytes()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], *, text_encoder: TextEncoder | None = None,
+                        image_encoder: ImageEncoder | None = None, config: AgentConfig | None = None) -> MemoryBank:
+        """A new bank built from ``state_dict()`` output (its archive is left empty: restore it with
+        ``bank.archive.restore_from``). config None → the saved config, with a fresh temporary archive
+        directory, and on the CPU when the saved device is not available here.
+
+        Raises StateError (a MemoryFormatError; ``.part`` is "meta", "tensors" or "index") for any
+        malformed entry.
+        """
+        meta = state.get("meta") if isinstance(state, dict) else None
+        try:
+            if not isinstance(meta, dict):
+                raise TypeError("meta is not a mapping")
+            if config is None:
+                saved = meta["config"]
+                if not isinstance(saved, dict):
+                    raise TypeError("config is not a mapping")
+                names = {f.name for f in dataclasses.fields(AgentConfig)}
+                saved = {k: v for k, v in saved.items() if k in names}
+                saved["device"] = available_device(saved.get("device", "cpu"))
+                config = AgentConfig(**{**saved, "archive_dir": None})
+            args = {name: _int(meta, name) for name in ("key_dim", "token_dim", "recall_bonus", "index_exact_max")}
+            bank = cls(config, text_encoder=text_encoder, image_encoder=image_encoder, **args)
+        except (StreamvidError, KeyError, TypeError, ValueError) as e:
+            raise StateError("meta", f"{type(e).__name__}: {e}") from e
+        try:
+            bank.load_state_dict(state)
+        except BaseException:
+            bank.close()
+            raise
+        return bank
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output into this bank, which must be new (nothing written yet).
+
+        Every entry is checked (types, dtypes, shapes, consistency) before anything is changed;
+        a malformed one raises StateError naming its part ("meta", "tensors" or "index").
+        """
+        with self._lock:
+            if self._frames_seen or self._events or len(self.short) or self._table.n:
+                raise MemoryInputError("load_state_dict needs a new, empty MemoryBank")
+            restored = _parse_state(state, key_dim=self.key_dim, token_dim=self.token_dim)
+            index = KeyIndex(self.key_dim, exact_max=self.index.exact_max, device=self.config.device,
+                             seed=self.config.seed)
+            try:
+                index.load_bytes(restored.index)
+            except Exception as e:  # faiss raises RuntimeError for any damage
+                raise StateError("index", f"{type(e).__name__}: {e}") from e
+            segmenter = EventSegmenter(min_frames=self.config.segment_min_frames,
+                                       max_frames=self.config.segment_max_frames, z=self.config.segment_z,
+                                       window=self.config.segment_window,
+                                       hard_surprise=self.config.segment_hard_surprise)
+            try:
+                segmenter.load_state(restored.segmenter)
+            except (KeyError, TypeError, ValueError) as e:
+                raise StateError("meta", f"segmenter: {type(e).__name__}: {e}") from e
+            for i, state_i in enumerate(restored.table_state):
+                self._table.add(i, float(restored.table_t0[i]), float(restored.table_t1[i]), int(state_i))
+            self._events = restored.events
+            self._long_tokens = sum(e.n_tokens for e in restored.events)
+            for frame in restored.short_term:
+                self.short.push(frame)
+            self._builder = restored.builder
+            self._segmenter = segmenter
+            self._text_keys = restored.text_keys
+            self.index = index
+            self._frames_seen, self._frames_kept, self._last_t = restored.counters
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str) -> None:
@@ -422,7 +554,8 @@ class MemorySnapshot:
         """(event, similarity) pairs: the top ``k`` events by their best key similarity (event key, frame
         keys, text keys), restricted to events overlapping ``time_range``, best first; then for each hit
         up to ``neighbours`` temporal neighbours on each side not already listed (scored by their own
-        best key). Archived events come back loaded from disk. Every returned event counts a recall.
+        best key). Archived events come back loaded from disk. Every returned event counts a recall: the
+        ids go to the bank, which counts them under its lock (this view changes nothing itself).
         """
         if k <= 0:
             return []
@@ -462,10 +595,7 @@ class MemorySnapshot:
                                 listed.add(ev)
                                 out.append((n, float(np.max(np.concatenate([n.frame_keys, n.key[None]]) @ q))))
                     ev += step
-        for e, _ in out:
-            e.recalls += 1
-            if e.id not in self._ram:
-                self._bank.archive.add_recall(e.id)
+        self._bank.count_recalls([e.id for e, _ in out])
         return out
 
     def search(self, query: str | np.ndarray | torch.Tensor, k: int = 5,
@@ -494,10 +624,8 @@ def distinct_rows(keys: np.ndarray, tau: float) -> np.ndarray:
 
 def _shrink(frame: FrameTokens, budget: int) -> FrameTokens:
     """A frame with more tokens than the short-term cap, merged down to ``budget`` tokens."""
-    times = np.full(frame.n, float(frame.t))
-    tokens, sizes, _, positions = consolidate(frame.tokens, frame.sizes.to(torch.float32), times,
-                                              frame.positions.to(torch.long).cpu().numpy(), budget)
-    return FrameTokens(tokens=tokens, positions=torch.from_numpy(positions), sizes=sizes, grid=frame.grid, t=frame.t)
+    merged = consolidate(frame, budget)
+    return FrameTokens(merged.tokens, merged.positions, merged.sizes, frame.grid, frame.t)
 
 
 def _validate(config: AgentConfig, key_dim: int, token_dim: int) -> None:
@@ -516,3 +644,183 @@ def _validate(config: AgentConfig, key_dim: int, token_dim: int) -> None:
                           f"{config.segment_min_frames}, {config.segment_max_frames}")
     if config.segment_window < 2:
         raise ConfigError(f"segment_window must be >= 2, got {config.segment_window}")
+
+
+# ---- restoring a state dict ----------------------------------------------------------------------
+class StateError(MemoryFormatError):
+    """A malformed state dict; ``part`` is the entry at fault: "meta", "tensors" or "index"."""
+
+    def __init__(self, part: str, message: str) -> None:
+        self.part = part
+        super().__init__(message)
+
+
+def available_device(device: object) -> str:
+    """``device`` if this machine has it, else "cpu" with a one-line log note (a memory saved on a GPU
+    machine loads anywhere)."""
+    device = str(device)
+    kind = device.partition(":")[0]
+    ok = (kind == "cpu" or (kind == "cuda" and torch.cuda.is_available())
+          or (kind == "mps" and torch.backends.mps.is_available()))
+    if not ok:
+        log.info("memory was saved with device %r, which is not available here; loading it on the CPU", device)
+        return "cpu"
+    return device
+
+
+def _int(meta: dict[str, Any], name: str, lo: int = 0) -> int:
+    v = meta[name]
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _float(v: object, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _grid(v: object, name: str) -> tuple[int, int]:
+    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                         for x in v):
+        raise ValueError(f"{name} must be [grid_h, grid_w], got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def _tensor(tensors: dict[str, torch.Tensor], name: str, dtype: torch.dtype | None, shape: tuple[int | None, ...]
+            ) -> torch.Tensor:
+    """tensors[name], checked: dtype (None: any float) and shape (None: any size on that axis)."""
+    if name not in tensors:
+        raise ValueError(f"array {name!r} is missing")
+    t = tensors[name]
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name!r} is not a tensor")
+    dtype_ok = t.is_floating_point() if dtype is None else t.dtype == dtype
+    if not dtype_ok or t.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape,
+                                                                                            strict=True)):
+        want = "float" if dtype is None else str(dtype)
+        raise ValueError(f"array {name!r} is {t.dtype} {list(t.shape)}, expected {want} "
+                         f"{['*' if s is None else s for s in shape]}")
+    return t
+
+
+def _check_positions(positions: torch.Tensor, grid: tuple[int, int], name: str) -> None:
+    if len(positions) and (int(positions.min()) < 0 or int(positions.max()) >= grid[0] * grid[1]):
+        raise ValueError(f"{name}: positions outside the {grid[0]}x{grid[1]} grid")
+
+
+class _Restored(NamedTuple):
+    table_t0: np.ndarray
+    table_t1: np.ndarray
+    table_state: np.ndarray
+    events: list[Event]
+    short_term: list[ShortTermFrame]
+    builder: EventBuilder
+    segmenter: dict[str, Any]
+    text_keys: dict[int, int]
+    counters: tuple[int, int, float | None]
+    index: bytes
+
+
+def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Restored:
+    """Check every entry of a state dict and build the objects it describes; nothing is changed."""
+    if not isinstance(state, dict) or not all(k in state for k in ("meta", "tensors", "index")):
+        raise StateError("meta", "a state dict has the entries meta, tensors and index")
+    meta, tensors, index = state["meta"], state["tensors"], state["index"]
+    if not isinstance(index, (bytes, bytearray)) or len(index) < 8:
+        raise StateError("index", "the key index is empty or not bytes")
+    if not isinstance(tensors, dict):
+        raise StateError("tensors", "tensors is not a mapping")
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError("meta is not a mapping")
+        counters = (_int(meta, "frames_seen"), _int(meta, "frames_kept"),
+                    None if meta["last_t"] is None else _float(meta["last_t"], "last_t"))
+        segmenter = meta["segmenter"]
+        if not isinstance(segmenter, dict):
+            raise TypeError("segmenter is not a mapping")
+        key_sum = segmenter.get("key_sum")
+        if key_sum is not None and (not isinstance(key_sum, list) or len(key_sum) != key_dim):
+            raise ValueError(f"segmenter key_sum must be {key_dim} numbers")
+        events_meta, short_meta, text_keys = meta["events"], meta["short_term"], meta["text_keys"]
+        if not isinstance(events_meta, list) or not isinstance(short_meta, list) or not isinstance(text_keys, dict):
+            raise TypeError("events and short_term must be lists, text_keys a mapping")
+        events_meta = [dict(id=_int(m, "id"), t_start=_float(m["t_start"], "t_start"),
+                            t_end=_float(m["t_end"], "t_end"), grid=_grid(m["grid"], "grid"),
+                            caption=_str(m["caption"]), recalls=_int(m, "recalls")) for m in events_meta]
+        short_meta = [(_float(m["t"], "t"), _grid(m["grid"], "grid")) for m in short_meta]
+        open_grid = None if meta["open_grid"] is None else _grid(meta["open_grid"], "open_grid")
+        keys = {int(k): _int(text_keys, k, 1) for k in text_keys}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StateError("meta", f"{type(e).__name__}: {e}") from e
+
+    used: set[str] = set()
+    try:
+        t0 = _tensor(tensors, "table.t0", torch.float64, (None,)).numpy()
+        t1 = _tensor(tensors, "table.t1", torch.float64, (len(t0),)).numpy()
+        table_state = _tensor(tensors, "table.state", torch.int8, (len(t0),)).numpy()
+        used.update(("table.t0", "table.t1", "table.state"))
+        if not np.isin(table_state, (DELETED, IN_RAM, ARCHIVED)).all():
+            raise ValueError("the event table holds an unknown state")
+        if set(np.flatnonzero(table_state == IN_RAM).tolist()) != {m["id"] for m in events_meta}:
+            raise ValueError("the events in RAM do not match the event table")
+        if not all(0 <= k < len(t0) and table_state[k] != DELETED for k in keys):
+            raise ValueError("text keys name events that are not in memory")
+        events = []
+        for m in events_meta:
+            prefix = f"e{m['id']}."
+            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            used.update(prefix + k for k in part)
+            check_event_tensors(part, token_dim=token_dim, key_dim=key_dim)
+            if "tokens" not in part:
+                raise ValueError(f"event {m['id']} in RAM has no tokens")
+            _check_positions(part["token_positions"], m["grid"], f"event {m['id']}")
+            events.append(event_from_tensors(m, part))
+        short = []
+        for i, (t, grid) in enumerate(short_meta):
+            tokens = _tensor(tensors, f"s{i}.tokens", None, (None, token_dim))
+            n = len(tokens)
+            positions = _tensor(tensors, f"s{i}.positions", torch.int64, (n,))
+            _check_positions(positions, grid, f"short-term frame {i}")
+            frame = FrameTokens(tokens, positions, _tensor(tensors, f"s{i}.sizes", torch.float32, (n,)), grid, t)
+            key = _tensor(tensors, f"s{i}.key", torch.float32, (key_dim,)).numpy()
+            thumb = tensors.get(f"s{i}.thumbnail")
+            if thumb is not None:
+                thumb = _tensor(tensors, f"s{i}.thumbnail", torch.uint8, (None, None, 3)).numpy()
+            used.update(f"s{i}.{k}" for k in ("tokens", "positions", "sizes", "key", "thumbnail"))
+            short.append(ShortTermFrame(frame, key, thumb))
+        part = {k[5:]: v for k, v in tensors.items() if k.startswith("open.")}
+        used.update("open." + k for k in part)
+        if part:
+            if open_grid is None:
+                raise ValueError("the open event has tokens but no grid")
+            tokens = _tensor(part, "tokens", None, (None, token_dim))
+            n = len(tokens)
+            for name, dtype in (("sizes", torch.float32), ("times", torch.float64), ("positions", torch.int64)):
+                _tensor(part, name, dtype, (n,))
+            _check_positions(part["positions"], open_grid, "the open event")
+            f = len(_tensor(part, "frame_times", torch.float64, (None,)))
+            _tensor(part, "frame_keys", torch.float32, (f, key_dim))
+            expected = {"tokens", "sizes", "times", "positions", "frame_keys", "frame_times", "last_seen",
+                        *(f"thumb.{i}" for i in range(f))}
+            if f == 0 or set(part) - expected:
+                raise ValueError(f"the open event has unexpected arrays {sorted(set(part) - expected)}")
+            for name in part:
+                if name.startswith("thumb."):
+                    _tensor(part, name, torch.uint8, (None, None, 3))
+            if "last_seen" in part:
+                _tensor(part, "last_seen", torch.float64, (1,))
+        builder = EventBuilder.from_tensors(part, open_grid)
+        unknown = set(tensors) - used
+        if unknown:
+            raise ValueError(f"unknown arrays {sorted(unknown)[:5]}")
+    except (MemoryInputError, KeyError, TypeError, ValueError) as e:
+        raise StateError("tensors", f"{type(e).__name__}: {e}") from e
+    return _Restored(t0, t1, table_state, events, short, builder, segmenter, keys, counters, bytes(index))
+
+
+def _str(v: object) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected text, got {type(v).__name__}")
+    return v

@@ -1,50 +1,62 @@
-"""Saving and loading a MemoryBank.
+"""Saving and loading a MemoryBank: files, the manifest and the atomic rename.
 
-Layout of a saved directory::
+The bank's contents come from ``MemoryBank.state_dict()`` (and go back through
+``MemoryBank.from_state_dict``); the archive copies itself. Layout of a saved folder::
 
     manifest.json        format name + version, streamvid version, every file's size and sha256
-    state.json           config, counters, segmenter state, event metadata
-    tensors.safetensors  RAM events, short-term frames, the open event, the event table
-    index.faiss          the key index
+    state.json           the state dict's "meta": config, counters, segmenter state, event metadata
+    tensors.safetensors  the state dict's "tensors": RAM events, short-term frames, the open event, the event table
+    index.faiss          the state dict's "index": the key index
     archive/             archive.db (SQLite) + shards/*.safetensors
 
-Saving is atomic: everything is written to a hidden temporary directory beside the target,
-fsynced, then renamed into place. An earlier save at the target is first renamed to a hidden
-``.<name>.previous`` sibling and deleted only after the new one is in place; if a crash comes
-between the two renames, ``load`` finds the previous save there.
+Saving is atomic: everything is written to a hidden sibling ``.<name>.saving-<id>`` (marked as
+streamvid's by a ``.streamvid-saving`` file naming the writing process), fsynced, then renamed
+into place. An earlier save at the target is first renamed to ``.<name>.previous`` and deleted
+only after the new one is in place; if a crash comes between the two renames, ``load`` finds
+the previous save there. Partial copies left by a killed save are removed by the next save or
+load of that folder.
+
+Saving never deletes what streamvid did not write: a non-empty target must be a saved memory
+(its manifest names the format and a version) holding only the files its manifest lists.
+Loading trusts nothing in the folder: manifest paths must stay inside it (no absolute paths,
+no "..", no symbolic links), every file must match its size and checksum, and every array and
+record is checked for type, dtype and shape before the bank is built; any damage raises
+MemoryFormatError naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
 
 import streamvid
 from streamvid.config import AgentConfig
-from streamvid.errors import MemoryFormatError, StreamvidError
-from streamvid.memory.archive import event_from_tensors, event_tensors
-from streamvid.memory.long_term import EventBuilder
-from streamvid.memory.short_term import ShortTermFrame
-from streamvid.types import FrameTokens
+from streamvid.errors import MemoryFolderError, MemoryFormatError
 
 if TYPE_CHECKING:
     from streamvid.memory.bank import MemoryBank
 
+log = logging.getLogger("streamvid.memory")
+
 FORMAT_NAME = "streamvid-memory"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SAVING_MARK = ".streamvid-saving"
+STATE_FILES = {"meta": "state.json", "tensors": "tensors.safetensors", "index": "index.faiss"}
 REQUIRED = ("state.json", "tensors.safetensors", "index.faiss", "archive/archive.db")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(path: Path) -> str:
@@ -72,104 +84,61 @@ def backup_path(target: Path) -> Path:
     return target.parent / f".{target.name}.previous"
 
 
-def _cpu(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to("cpu").contiguous().clone()
+def _partial_copies(target: Path) -> list[Path]:
+    """Hidden ``.<name>.saving-*`` siblings of ``target`` that a streamvid save wrote and whose process is
+    gone (a save killed midway). A folder without streamvid's mark, or whose process still runs, is left."""
+    out = []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.saving-[0-9a-f]{{8}}")
+    with contextlib.suppress(OSError):
+        for p in target.parent.iterdir():
+            if not pattern.fullmatch(p.name) or p.is_symlink() or not p.is_dir():
+                continue
+            try:
+                mark = json.loads((p / SAVING_MARK).read_text())
+                pid = int(mark["pid"]) if mark.get("format") == FORMAT_NAME else None
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if pid is not None and not _alive(pid):
+                out.append(p)
+    return out
 
 
-def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
-    """Write ``bank`` to ``directory`` atomically. The caller holds the bank's lock."""
-    target = Path(directory).resolve()
-    if target.exists() and not (target / MANIFEST).exists() and any(target.iterdir()):
-        raise StreamvidError(f"refusing to save memory over {target}: it exists and is not a saved memory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process saves under its lock: a copy of its own is left over from an error
     try:
-        _write_contents(bank, tmp)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        for p in files:
-            _fsync_file(p)
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "streamvid_version": streamvid.__version__,
-            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _fsync_file(tmp / MANIFEST)
-        for d in [tmp / "archive" / "shards", tmp / "archive", tmp]:
-            _fsync_dir(d)
-        backup = backup_path(target)
-        if target.exists():
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.rename(target, backup)
-        os.rename(tmp, target)
-        _fsync_dir(target.parent)
-        if backup.exists():
-            shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
 
 
-def _write_contents(bank: MemoryBank, out: Path) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    t0, t1, state = bank._table.views()
-    tensors["table.t0"] = torch.from_numpy(t0.copy())
-    tensors["table.t1"] = torch.from_numpy(t1.copy())
-    tensors["table.state"] = torch.from_numpy(state.copy())
-    events_meta = []
-    for e in bank._events:
-        events_meta.append(dict(id=e.id, t_start=e.t_start, t_end=e.t_end, grid=list(e.grid), caption=e.caption,
-                                recalls=e.recalls))
-        for name, t in event_tensors(e).items():
-            tensors[f"e{e.id}.{name}"] = _cpu(t)
-    short_meta = []
-    for i, f in enumerate(bank.short.frames()):
-        short_meta.append(dict(t=f.frame.t, grid=list(f.frame.grid)))
-        tensors[f"s{i}.tokens"] = _cpu(f.frame.tokens)
-        tensors[f"s{i}.positions"] = _cpu(f.frame.positions)
-        tensors[f"s{i}.sizes"] = _cpu(f.frame.sizes)
-        tensors[f"s{i}.key"] = torch.from_numpy(np.array(f.key, dtype=np.float32))
-        if f.thumbnail is not None:
-            tensors[f"s{i}.thumbnail"] = torch.from_numpy(np.array(f.thumbnail, dtype=np.uint8))
-    tensors.update({k: _cpu(v) for k, v in bank._builder.tensors("open.").items()})
-    save_file(tensors, str(out / "tensors.safetensors"))
-    config = dataclasses.asdict(bank.config)
-    state_doc: dict[str, Any] = {
-        "config": config,
-        "key_dim": bank.key_dim,
-        "token_dim": bank.token_dim,
-        "recall_bonus": bank.recall_bonus,
-        "index_exact_max": bank.index.exact_max,
-        "frames_seen": bank._frames_seen,
-        "frames_kept": bank._frames_kept,
-        "last_t": bank._last_t,
-        "segmenter": bank._segmenter.state(),
-        "events": events_meta,
-        "short_term": short_meta,
-        "open_grid": None if bank._builder.grid is None else list(bank._builder.grid),
-        "text_keys": {str(k): v for k, v in bank._text_keys.items()},
-    }
-    (out / "state.json").write_text(json.dumps(state_doc, default=str))
-    (out / "index.faiss").write_bytes(bank.index.to_bytes())
-    bank.archive.copy_to(out / "archive")
+def clean_partial_copies(target: Path) -> int:
+    """Remove what killed saves left beside ``target``; returns how many copies were removed."""
+    removed = 0
+    for p in _partial_copies(target):
+        shutil.rmtree(p, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d partial copies left by an interrupted save of %s", removed, target)
+    return removed
 
 
-def verify(directory: Path) -> dict[str, Any]:
-    """Check a saved directory against its manifest; returns the manifest or raises MemoryFormatError."""
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a saved memory, with its format, version and file list checked for type."""
     mpath = directory / MANIFEST
-    if not directory.is_dir():
-        raise MemoryFormatError(f"{directory}: no saved memory there (not a directory)")
-    if not mpath.is_file():
+    if mpath.is_symlink() or not mpath.is_file():
         raise MemoryFormatError(f"{directory}: not a saved memory or damaged ({MANIFEST} is missing)")
     try:
         manifest = json.loads(mpath.read_text())
         files = manifest["files"]
         fmt, version = manifest["format"], manifest["format_version"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MemoryFormatError(f"{directory}: damaged {MANIFEST} ({e})") from e
+        raise MemoryFormatError(f"{directory}: damaged {MANIFEST} ({type(e).__name__}: {e})") from e
     if fmt != FORMAT_NAME:
         raise MemoryFormatError(f"{directory}: {MANIFEST} names format {fmt!r}, not {FORMAT_NAME!r}")
     if version != FORMAT_VERSION:
@@ -178,6 +147,38 @@ def verify(directory: Path) -> dict[str, Any]:
             f"{manifest.get('streamvid_version', '?')}); this streamvid ({streamvid.__version__}) reads "
             f"version {FORMAT_VERSION}"
         )
+    for name, info in files.items():
+        _check_name(directory, name)
+        if (not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or isinstance(info["bytes"], bool)
+                or not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"])):
+            raise MemoryFormatError(f"{directory}: damaged {MANIFEST} (the entry of {name} is malformed)")
+    return manifest
+
+
+def _check_name(directory: Path, name: object) -> None:
+    """A manifest path must be relative, plain (letters, digits, ``._-``), without ``..``, and lead to a
+    regular file inside ``directory`` through no symbolic link."""
+    if not isinstance(name, str) or not name:
+        raise MemoryFormatError(f"{directory}: damaged {MANIFEST} (a file name is not text)")
+    parts = PurePosixPath(name).parts
+    if (name.startswith("/") or "\\" in name or not parts or name == MANIFEST
+            or any(p in (".", "..") or not _SAFE_NAME.fullmatch(p) for p in parts)):
+        raise MemoryFormatError(f"{directory}: {MANIFEST} lists {name!r}, a path outside the memory folder "
+                                "or not one streamvid writes")
+    p = directory
+    for part in parts:
+        p = p / part
+        if p.is_symlink():
+            raise MemoryFormatError(f"{directory}: {name} is a symbolic link; a memory folder holds only "
+                                    "regular files")
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """Check a saved folder against its manifest; returns the manifest or raises MemoryFormatError."""
+    if not directory.is_dir():
+        raise MemoryFormatError(f"{directory}: no saved memory there (not a directory)")
+    manifest = _read_manifest(directory)
+    files = manifest["files"]
     for name in REQUIRED:
         if name not in files:
             raise MemoryFormatError(f"{directory}: damaged ({name} is not listed in {MANIFEST})")
@@ -193,55 +194,118 @@ def verify(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_replaceable(target: Path) -> None:
+    """Raise MemoryFolderError unless ``target`` is absent, empty, or a saved memory holding only its own files."""
+    if target.is_symlink():
+        raise MemoryFolderError(f"refusing to save memory at {target}: it is a symbolic link; name a real folder")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise MemoryFolderError(f"refusing to save memory at {target}: it is a file, not a folder")
+    if not any(target.iterdir()):
+        return
+    try:
+        manifest = _read_manifest(target)
+    except MemoryFormatError as e:
+        raise MemoryFolderError(f"refusing to save memory over {target}: it is not empty and not a saved "
+                                f"streamvid memory ({e}); choose another folder") from e
+    listed = set(manifest["files"]) | {MANIFEST}
+    parents = {"archive", "archive/shards"}  # folders a save makes even when they stay empty
+    parents |= {str(parent) for n in listed for parent in PurePosixPath(n).parents}
+    for p in sorted(target.rglob("*")):
+        rel = p.relative_to(target).as_posix()
+        if rel in listed and p.is_file() and not p.is_symlink():
+            continue
+        if rel in parents and p.is_dir() and not p.is_symlink():
+            continue
+        raise MemoryFolderError(f"refusing to save memory over {target}: it holds {rel}, which streamvid did "
+                                "not write; move it away or choose another folder")
+
+
+def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
+    """Write ``bank`` to ``directory`` atomically. The caller holds the bank's lock."""
+    target = Path(os.path.abspath(directory))
+    _check_replaceable(target)
+    backup = backup_path(target)
+    if backup.exists() or backup.is_symlink():
+        _check_replaceable(backup)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_partial_copies(target)
+    tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / SAVING_MARK).write_text(json.dumps({"format": FORMAT_NAME, "pid": os.getpid()}))
+        _write_contents(bank, tmp)
+        (tmp / SAVING_MARK).unlink()
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for p in files:
+            _fsync_file(p)
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "streamvid_version": streamvid.__version__,
+            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _fsync_file(tmp / MANIFEST)
+        for d in [tmp / "archive" / "shards", tmp / "archive", tmp]:
+            _fsync_dir(d)
+        if target.exists():
+            if backup.exists():
+                shutil.rmtree(backup)  # checked above: a saved memory of ours
+            os.rename(target, backup)
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+        if backup.exists():
+            shutil.rmtree(backup)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_contents(bank: MemoryBank, out: Path) -> None:
+    state = bank.state_dict()
+    save_file(state["tensors"], str(out / STATE_FILES["tensors"]))
+    (out / STATE_FILES["meta"]).write_text(json.dumps(state["meta"], default=str))
+    (out / STATE_FILES["index"]).write_bytes(state["index"])
+    bank.archive.copy_to(out / "archive")
+
+
 def load_bank(cls: type[MemoryBank], directory: str | os.PathLike, *, text_encoder: Any = None,
               image_encoder: Any = None, config: AgentConfig | None = None) -> MemoryBank:
-    path = Path(directory).resolve()
+    from streamvid.memory.bank import ARCHIVED, StateError
+
+    path = Path(os.path.abspath(directory))
+    clean_partial_copies(path)
     if not path.exists() and backup_path(path).is_dir():
         path = backup_path(path)  # a save crashed between its two renames
-    verify(path)
+    manifest = verify(path)
+    state: dict[str, Any] = {}
+    for part, name in STATE_FILES.items():
+        try:
+            if part == "meta":
+                state[part] = json.loads((path / name).read_text())
+            elif part == "tensors":
+                state[part] = load_file(str(path / name))
+            else:
+                state[part] = (path / name).read_bytes()
+        except Exception as e:  # json, OSError, safetensors' own error types
+            raise MemoryFormatError(f"{path}: damaged ({name}: {type(e).__name__}: {e})") from e
     try:
-        doc = json.loads((path / "state.json").read_text())
-        tensors = load_file(str(path / "tensors.safetensors"))
-        if config is None:
-            names = {f.name for f in dataclasses.fields(AgentConfig)}
-            saved = {k: v for k, v in doc["config"].items() if k in names}
-            config = AgentConfig(**{**saved, "archive_dir": None})
-        bank = cls(config, key_dim=int(doc["key_dim"]), token_dim=int(doc["token_dim"]), text_encoder=text_encoder,
-                   image_encoder=image_encoder, recall_bonus=int(doc["recall_bonus"]),
-                   index_exact_max=int(doc["index_exact_max"]))
-    except MemoryFormatError:
-        raise
-    except (StreamvidError, OSError, ValueError, KeyError, TypeError) as e:
-        raise MemoryFormatError(f"{path}: damaged state ({type(e).__name__}: {e})") from e
+        bank = cls.from_state_dict(state, text_encoder=text_encoder, image_encoder=image_encoder, config=config)
+    except StateError as e:
+        raise MemoryFormatError(f"{path}: damaged ({STATE_FILES[e.part]}: {e})") from e
     try:
-        _restore(bank, path, doc, tensors)
-    except Exception as e:
+        bank.archive.restore_from(path / "archive", token_dim=bank.token_dim, key_dim=bank.key_dim,
+                                  readable=lambda name: name in manifest["files"])
+        archived = set(np.flatnonzero(state["tensors"]["table.state"].numpy() == ARCHIVED).tolist())
+        if set(bank.archive.ids()) != archived:
+            raise MemoryFormatError(f"archive/archive.db: its events {sorted(bank.archive.ids())[:5]}… do not match "
+                                    f"the archived events of {STATE_FILES['tensors']}")
+    except MemoryFormatError as e:
         bank.close()
-        raise MemoryFormatError(f"{path}: damaged state ({type(e).__name__}: {e})") from e
+        raise MemoryFormatError(f"{path}: damaged ({e})") from e
+    except BaseException:
+        bank.close()
+        raise
     return bank
-
-
-def _restore(bank: MemoryBank, path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    bank._frames_seen = int(doc["frames_seen"])
-    bank._frames_kept = int(doc["frames_kept"])
-    bank._last_t = None if doc["last_t"] is None else float(doc["last_t"])
-    bank._segmenter.load_state(doc["segmenter"])
-    t0, t1, state = tensors["table.t0"].numpy(), tensors["table.t1"].numpy(), tensors["table.state"].numpy()
-    for i in range(len(t0)):
-        bank._table.add(i, float(t0[i]), float(t1[i]), int(state[i]))
-    for meta in doc["events"]:
-        prefix = f"e{meta['id']}."
-        ev = event_from_tensors(meta, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        bank._events.append(ev)
-        bank._long_tokens += ev.n_tokens
-    for i, meta in enumerate(doc["short_term"]):
-        frame = FrameTokens(tokens=tensors[f"s{i}.tokens"], positions=tensors[f"s{i}.positions"],
-                            sizes=tensors[f"s{i}.sizes"], grid=(int(meta["grid"][0]), int(meta["grid"][1])),
-                            t=float(meta["t"]))
-        thumb = tensors.get(f"s{i}.thumbnail")
-        bank.short.push(ShortTermFrame(frame, tensors[f"s{i}.key"].numpy(), None if thumb is None else thumb.numpy()))
-    grid = doc["open_grid"]
-    bank._builder = EventBuilder.from_tensors(tensors, "open.", None if grid is None else (int(grid[0]), int(grid[1])))
-    bank._text_keys = {int(k): int(v) for k, v in doc["text_keys"].items()}
-    bank.index.load_bytes((path / "index.faiss").read_bytes())
-    bank.archive.restore_from(path / "archive")
