@@ -10,11 +10,12 @@ An exception on a background thread is kept and raised in the caller's next call
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from streamvid.sources import FrameSource, PushSource, open_source
 from streamvid.types import Answer, Caption, Citation, Event, Frame
 
 MAX_QUESTION_CHARS = 2000
+log = logging.getLogger("streamvid.agent")
 
 
 def check_question(question: object) -> str:
@@ -110,6 +112,7 @@ class StreamAgent:
         self._caption_thread: threading.Thread | None = None
         self._last_captioned: tuple[np.ndarray, float] | None = None
         self.captions_skipped = 0
+        self._event_callbacks: list[Callable[[Event], None]] = []
 
     @classmethod
     def from_preset(cls, name: str = "auto", **overrides: Any) -> StreamAgent:
@@ -117,10 +120,11 @@ class StreamAgent:
         return cls(preset_config(name, **overrides))
 
     @classmethod
-    def from_memory(cls, directory: str, **overrides: Any) -> StreamAgent:
-        """An agent over a memory saved by ``memory.save`` / ``streamvid index``, with the models that built it."""
+    def from_memory(cls, directory: str, *, llm: Any = None, encoder: Any = None, **overrides: Any) -> StreamAgent:
+        """An agent over a memory saved by ``memory.save`` / ``streamvid index``, with the models that built it
+        (or the already-loaded ``llm`` / ``encoder`` given, which must be those models)."""
         bank = MemoryBank.load(directory)
-        agent = cls(bank.config.replace(**overrides) if overrides else bank.config)
+        agent = cls(bank.config.replace(**overrides) if overrides else bank.config, llm=llm, encoder=encoder)
         if agent.backend.token_dim != bank.token_dim or agent.backend.key_dim != bank.key_dim:
             agent.close()
             bank.close()
@@ -283,7 +287,24 @@ class StreamAgent:
         self._caption_thread = threading.Thread(target=self._caption_loop, name="streamvid-captions", daemon=True)
         self._caption_thread.start()
 
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event that closes from now on, in order, on the ingestion
+        thread, before the event is captioned. Keep it quick (hand slow work to another thread); an
+        exception in it is logged and ingestion goes on. Returns a function that unsubscribes."""
+        self._event_callbacks = [*self._event_callbacks, callback]
+
+        def unsubscribe() -> None:
+            self._event_callbacks = [c for c in self._event_callbacks if c is not callback]
+
+        return unsubscribe
+
     def _close_events(self, events: list[Event]) -> None:
+        for event in events:
+            for callback in self._event_callbacks:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("an on_event callback failed on event %d", event.id)
         if not self.config.captions:
             return
         for event in events:
@@ -371,17 +392,22 @@ class StreamAgent:
         return stream.answer
 
     def ask_stream(self, question: str, *, max_new_tokens: int | None = None, do_sample: bool = False,
-                   temperature: float = 0.7, top_p: float = 0.9) -> AnswerStream:
-        """Retrieve, then stream the answer's text pieces; ``.answer`` holds the Answer at the end."""
+                   temperature: float = 0.7, top_p: float = 0.9, dialogue: Dialogue | None = None) -> AnswerStream:
+        """Retrieve, then stream the answer's text pieces; ``.answer`` holds the Answer at the end.
+
+        dialogue: the conversation this question continues (read, then extended with this turn); None
+        is the agent's own. An API server passes one built from the client's message list.
+        """
+        dialogue = self.dialogue if dialogue is None else dialogue
         self._raise_background_error()
         q = check_question(question)
         t0 = time.perf_counter()
         snap = self.memory.snapshot()
         _, blocks, used = gather(snap, q, budget=self.config.read_tokens, k=self.config.search_k,
-                                 previous=self.dialogue.last_times or None, query=self.backend.query_tokens(q))
+                                 previous=dialogue.last_times or None, query=self.backend.query_tokens(q))
         retrieval_ms = (time.perf_counter() - t0) * 1000.0
         citations = citations_for(blocks, snap)
-        run = self.backend.answer(blocks, q, history=self.dialogue.history(),
+        run = self.backend.answer(blocks, q, history=dialogue.history(),
                                   now=snap.now if self._live and self.is_running else None,
                                   max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
                                   temperature=temperature, top_p=top_p, seed=self.config.seed,
@@ -398,7 +424,7 @@ class StreamAgent:
             used = run.used(text) if run.used is not None else None
             cited = [c for c in citations if c.event_id in used] if used else citations
             result.answer = Answer(text, cited, timings)
-            self.dialogue.add(q, result.answer)
+            dialogue.add(q, result.answer)
 
         result.pieces = pieces()
         return result
