@@ -207,6 +207,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streamvid.serve.commands import run_serve
+
+    return run_serve(args, _agent_overrides(args))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from streamvid.serve.commands import run_watch
+
+    config = _config(args)
+    source = _open_video(args.source, config)
+    return run_watch(args, lambda: _make_agent(args, config), source)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamvid.errors import StreamvidError
 
@@ -310,6 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a directory whose videos the player may serve (repeatable)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p.set_defaults(func=cmd_ui, parser=p)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible API over live video sessions (see docs/API.md)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $STREAMVID_API_KEY)")
+    p.add_argument("--max-sessions", type=int, default=32, help="sessions open at once (default 32)")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest frame upload (default 8 MB)")
+    p.add_argument("--session-tokens", type=int, help="each session's memory budget in tokens (max_ram_tokens)")
+    p.add_argument("--files-root", help="file sources and memory folders must lie inside this folder")
+    model_args(p)
+    p.set_defaults(func=cmd_serve, parser=p)
+
+    p = sub.add_parser("watch", help="a standing query: one line per event that matches it")
+    p.add_argument("source", help="file, camera:N, rtsp:// or http(s):// URL, or - for stdin")
+    p.add_argument("query", help="what to watch for, e.g. \"a person enters\"")
+    p.add_argument("--threshold", type=float, help="key similarity a match needs (default: the preset's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the answering model's yes/no check")
+    model_args(p)
+    p.set_defaults(func=cmd_watch, parser=p)
 
     p = sub.add_parser("bench", help="run the benchmark suite (see docs/BENCHMARKS.md); --help for its options",
                        add_help=False)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -385,3 +389,55 @@ def test_watch_stream_from_post_on_pushed_frames(http):
     http.delete(f"/v1/sessions/{sid}")  # closes the last event
     listener.join(timeout=60)
     assert got and abs(got[0]["t"] - ALARM_AT) <= 2.0, got
+
+
+# ---- the commands ----------------------------------------------------------------------------------------
+def streamvid_cmd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamvid.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout)
+
+
+def test_cli_serve_refuses_a_busy_port_before_loading_models():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = streamvid_cmd("serve", "--port", str(s.getsockname()[1]), "--preset", "tiny-random", timeout=60)
+    assert out.returncode == 1, out
+    assert "--port" in out.stderr and "Loading models" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_serve_answers_with_its_key():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamvid.cli", "serve", "--port", str(port), "--preset",
+                             "tiny-random"], env={**os.environ, "HF_HUB_OFFLINE": "1", "STREAMVID_API_KEY": KEY},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "streamvid serve did not come up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        ok = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200 and ok.json() == {"object": "list", "data": []}
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "Serving the OpenAI-compatible API on http://127.0.0.1" in err and "bearer token is required" in err
+
+
+@pytest.mark.slow
+def test_cli_watch_prints_one_line_per_match(watch_clips):
+    pos, neg = watch_clips
+    out = streamvid_cmd("watch", pos, "FIRE ALARM", "--preset", "offline", "--no-verify", "--json")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines and abs(lines[0]["t"] - ALARM_AT) <= 2.0, lines
+    assert f"done: {len(lines)} match" in out.stderr
+    text = streamvid_cmd("watch", neg, "FIRE ALARM", "--preset", "offline", "--no-verify")
+    assert text.returncode == 0 and text.stdout == "", text
+    assert "done: 0 matches" in text.stderr
