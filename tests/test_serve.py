@@ -22,8 +22,8 @@ import openai
 import pytest
 from media import free_port
 from PIL import Image
+from streamvid_bench import samples
 
-from streamvid import samples
 from streamvid.serve import ServeSettings, create_app
 from streamvid.serve.sessions import ModelPool, SessionManager
 
