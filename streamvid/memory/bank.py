@@ -457,7 +457,8 @@ class MemoryBank:
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str) -> None:
-        """Save atomically to ``directory`` (replacing an earlier save there). See streamvid.memory.persist."""
+        """Save atomically to ``directory``, replacing an earlier save there. A folder holding anything
+        else is refused with MemoryFolderError and left as it is. See streamvid.memory.persist."""
         from streamvid.memory.persist import save_bank
 
         with self._lock:
@@ -764,7 +765,7 @@ def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Res
         if not np.isin(table_state, (DELETED, IN_RAM, ARCHIVED)).all():
             raise ValueError("the event table holds an unknown state")
         if set(np.flatnonzero(table_state == IN_RAM).tolist()) != {m["id"] for m in events_meta}:
-            raise ValueError("the events in RAM do not match the event table")
+            raise StateError("meta", "its events in RAM do not match the event table of the tensors")
         if not all(0 <= k < len(t0) and table_state[k] != DELETED for k in keys):
             raise ValueError("text keys name events that are not in memory")
         events = []
@@ -815,6 +816,8 @@ def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Res
         unknown = set(tensors) - used
         if unknown:
             raise ValueError(f"unknown arrays {sorted(unknown)[:5]}")
+    except StateError:
+        raise
     except (MemoryInputError, KeyError, TypeError, ValueError) as e:
         raise StateError("tensors", f"{type(e).__name__}: {e}") from e
     return _Restored(t0, t1, table_state, events, short, builder, segmenter, keys, counters, bytes(index))

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -115,12 +114,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_tree(folder: Path, last: str) -> None:
+    """Delete ``folder`` (which streamvid wrote) with the file ``last`` deleted last, so that a process
+    killed midway leaves a folder still recognisable as streamvid's by that file (or an empty one)."""
+    for p in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if p == folder / last:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    (folder / last).unlink(missing_ok=True)
+    folder.rmdir()
+
+
 def clean_partial_copies(target: Path) -> int:
     """Remove what killed saves left beside ``target``; returns how many copies were removed."""
     removed = 0
     for p in _partial_copies(target):
-        shutil.rmtree(p, ignore_errors=True)
-        removed += 1
+        with contextlib.suppress(OSError):
+            _remove_tree(p, SAVING_MARK)
+            removed += 1
     if removed:
         log.info("removed %d partial copies left by an interrupted save of %s", removed, target)
     return removed
@@ -160,17 +174,14 @@ def _check_name(directory: Path, name: object) -> None:
     regular file inside ``directory`` through no symbolic link."""
     if not isinstance(name, str) or not name:
         raise MemoryFormatError(f"{directory}: damaged {MANIFEST} (a file name is not text)")
-    parts = PurePosixPath(name).parts
-    if (name.startswith("/") or "\\" in name or not parts or name == MANIFEST
-            or any(p in (".", "..") or not _SAFE_NAME.fullmatch(p) for p in parts)):
+    parts = name.split("/")
+    if name == MANIFEST or any(p in (".", "..") or not _SAFE_NAME.fullmatch(p) for p in parts):
         raise MemoryFormatError(f"{directory}: {MANIFEST} lists {name!r}, a path outside the memory folder "
                                 "or not one streamvid writes")
-    p = directory
-    for part in parts:
-        p = p / part
-        if p.is_symlink():
-            raise MemoryFormatError(f"{directory}: {name} is a symbolic link; a memory folder holds only "
-                                    "regular files")
+    for i in range(1, len(parts) + 1):
+        if (directory / "/".join(parts[:i])).is_symlink():
+            raise MemoryFormatError(f"{directory}: {'/'.join(parts[:i])} is a symbolic link; a memory folder "
+                                    "holds only regular files and folders")
 
 
 def verify(directory: Path) -> dict[str, Any]:
@@ -194,8 +205,10 @@ def verify(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_replaceable(target: Path) -> None:
-    """Raise MemoryFolderError unless ``target`` is absent, empty, or a saved memory holding only its own files."""
+def check_save_target(target: str | os.PathLike) -> None:
+    """Raise MemoryFolderError unless ``target`` is absent, empty, or a saved memory holding only its own
+    files: what ``save`` checks first, for callers (the CLI) to check before any work starts."""
+    target = Path(os.path.abspath(target))
     if target.is_symlink():
         raise MemoryFolderError(f"refusing to save memory at {target}: it is a symbolic link; name a real folder")
     if not target.exists():
@@ -209,7 +222,7 @@ def _check_replaceable(target: Path) -> None:
     except MemoryFormatError as e:
         raise MemoryFolderError(f"refusing to save memory over {target}: it is not empty and not a saved "
                                 f"streamvid memory ({e}); choose another folder") from e
-    listed = set(manifest["files"]) | {MANIFEST}
+    listed = set(manifest["files"]) | {MANIFEST, SAVING_MARK}
     parents = {"archive", "archive/shards"}  # folders a save makes even when they stay empty
     parents |= {str(parent) for n in listed for parent in PurePosixPath(n).parents}
     for p in sorted(target.rglob("*")):
@@ -225,10 +238,10 @@ def _check_replaceable(target: Path) -> None:
 def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
     """Write ``bank`` to ``directory`` atomically. The caller holds the bank's lock."""
     target = Path(os.path.abspath(directory))
-    _check_replaceable(target)
+    check_save_target(target)
     backup = backup_path(target)
     if backup.exists() or backup.is_symlink():
-        _check_replaceable(backup)
+        check_save_target(backup)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_partial_copies(target)
     tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
@@ -236,8 +249,7 @@ def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
     try:
         (tmp / SAVING_MARK).write_text(json.dumps({"format": FORMAT_NAME, "pid": os.getpid()}))
         _write_contents(bank, tmp)
-        (tmp / SAVING_MARK).unlink()
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != SAVING_MARK)
         for p in files:
             _fsync_file(p)
         manifest = {
@@ -252,14 +264,17 @@ def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
             _fsync_dir(d)
         if target.exists():
             if backup.exists():
-                shutil.rmtree(backup)  # checked above: a saved memory of ours
+                _remove_tree(backup, MANIFEST)  # checked above: a saved memory of ours
             os.rename(target, backup)
         os.rename(tmp, target)
         _fsync_dir(target.parent)
+        (target / SAVING_MARK).unlink()
         if backup.exists():
-            shutil.rmtree(backup)
+            _remove_tree(backup, MANIFEST)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            with contextlib.suppress(OSError):
+                _remove_tree(tmp, SAVING_MARK)
         raise
 
 
