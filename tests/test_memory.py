@@ -595,3 +595,42 @@ def test_needles_in_a_30_minute_stream_are_found_by_image():
             assert any(e.t_start <= t <= e.t_end for e in hits), (t, [(e.t_start, e.t_end) for e in hits])
             needle_event = next(e for e in hits if e.t_start <= t <= e.t_end)
             assert t in needle_event.frame_times and needle_event.tokens is not None
+
+
+# ---- state dict and recalls ------------------------------------------------------------------------
+def test_state_dict_round_trip_gives_the_same_memory_and_needs_a_new_bank(bank):
+    stream = make_stream(30, scene_len=6)
+    for frame, key in stream:
+        bank.write(frame, key)
+    state = bank.state_dict()
+    assert set(state) == {"meta", "tensors", "index"}
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in state["tensors"].values())
+    json.dumps(state["meta"])  # plain data
+    with MemoryBank.from_state_dict(state) as copy:
+        assert copy.stats() == bank.stats()
+        for _, key in stream[::4]:
+            assert result_signature(copy.search(key, k=3)) == result_signature(bank.search(key, k=3))
+        with pytest.raises(MemoryInputError, match="new, empty MemoryBank"):
+            copy.load_state_dict(state)
+
+
+def test_concurrent_searches_count_every_recall_in_the_bank(bank):
+    stream = make_stream(60, scene_len=6)
+    fill(bank, stream)
+    ids = [e.id for e in bank.events()] + bank.archive.ids()
+    before = {e.id: e.recalls for e in all_events(bank)}
+    counts = [0] * 4
+
+    def reader(j: int) -> None:
+        snap = bank.snapshot()
+        for i in range(25):
+            counts[j] += len(snap.search(stream[(7 * i + j) % len(stream)][1], k=2, neighbours=1))
+
+    threads = [threading.Thread(target=reader, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = {e.id: e.recalls for e in all_events(bank)}
+    assert set(after) == set(ids)
+    assert sum(after.values()) - sum(before.values()) == sum(counts) > 0
