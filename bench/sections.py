@@ -204,6 +204,8 @@ def soak_report(models: Models, config: AgentConfig, *, minutes: float, fps: flo
 
 def live_report(models: Models, config: AgentConfig, *, push_fps: float, seconds: float,
                 size: tuple[int, int]) -> dict[str, Any]:
+    from streamvid.agent import LIVE_IN_FLIGHT
+
     """A live push source fed at ``push_fps`` for ``seconds`` of wall time (arrival-time stamps):
     frames dropped (newest wins), frames waiting or in flight, arrival → memory latency."""
     scenery = Scenery(max(120.0, seconds * 4), size[0], size[1], seed=5, scene_s=(3.0, 12.0))
@@ -251,7 +253,8 @@ def live_report(models: Models, config: AgentConfig, *, push_fps: float, seconds
         "push_fps": round(push_fps, 2), "seconds": round(elapsed, 2), "pushed": pushed, "dropped": dropped,
         "dropped_pct": round(100.0 * dropped / max(1, pushed), 1), "ingested": stats["frames_seen"],
         "frames_kept": stats["frames_kept"], "max_waiting_or_in_flight": int(waiting_max),
-        "buffer_capacity": 1, "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 1),
+        "buffer_capacity": 1, "max_in_flight": LIVE_IN_FLIGHT * config.batch_frames,
+        "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 1),
         "latency_ms_p95": round(float(np.nanpercentile(lat, 95)), 1), "latency_ms_max": round(float(np.nanmax(lat)), 1),
         "latency_samples": len(latencies),
     }

@@ -1,7 +1,9 @@
 """StreamAgent: one engine for the live webcam assistant, file QA and stream captioning.
 
 Threads:
-- ingestion (``start``): reads a source, runs the FramePipeline, writes memory;
+- ingestion (``ingest`` on the caller's thread, ``start`` on a background one): the source is read
+  on a decode thread and the FramePipeline's stages (pre-gate, device, compress) each run on their
+  own thread, joined by bounded queues (``pipeline.StagedRun``); memory is written in order;
 - captioning: captions closed events from their stored tokens, off the ingestion thread;
 - callers: ``ask`` / ``ask_stream`` read a memory snapshot and hold no lock while generating,
   so ingestion never waits for an answer and an answer never waits for ingestion to drain.
@@ -27,7 +29,7 @@ from streamvid.backends import make_backend
 from streamvid.config import AgentConfig, preset_config
 from streamvid.errors import MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
-from streamvid.pipeline import DroppedRun
+from streamvid.pipeline import DroppedRun, StagedRun, ingest_stages, steps_frames
 from streamvid.prompt import PromptBlock
 from streamvid.retrieve import gather
 from streamvid.sources import FrameSource, PushSource, open_source
@@ -35,6 +37,9 @@ from streamvid.types import Answer, Caption, Citation, Event, Frame
 
 MAX_QUESTION_CHARS = 2000
 log = logging.getLogger("streamvid.agent")
+# Batches a live source may have between its reader and the memory write: two let the device work on
+# one while the next is pre-gated or the last compressed; more would only make frames wait in queues.
+LIVE_IN_FLIGHT = 2
 
 
 def check_question(question: object) -> str:
@@ -153,24 +158,13 @@ class StreamAgent:
         duration = getattr(src, "duration", None)
         if duration:
             total = int(duration * (fps or self.config.fps)) + 1
-        batch: list[Frame] = []
         self._start_captioner()
         with src, tqdm(total=total, disable=not show, unit="frame", desc="indexing", dynamic_ncols=True) as bar:
-            try:
-                for frame in src:
-                    batch.append(self._on_clock(frame))
-                    if len(batch) >= self.config.batch_frames:
-                        frames, batch = batch, []
-                        self._write(frames)
-                        bar.update(len(frames))
-                        bar.set_postfix(events=self.memory.stats()["events"], refresh=False)
-            finally:
-                try:  # frames read before a failure are kept
-                    if batch:
-                        self._write(batch)
-                        bar.update(len(batch))
-                finally:
-                    self._end_of_stream()
+            def written(n: int) -> None:
+                bar.update(n)
+                bar.set_postfix(events=self.memory.stats()["events"], refresh=False)
+
+            self._run(src, written)
         self._drain_captions()
         self._raise_background_error()
         return self.memory.stats()
@@ -242,21 +236,70 @@ class StreamAgent:
 
     def _ingest_loop(self, src: FrameSource) -> None:
         try:
-            drain = isinstance(src, PushSource)
-            for frame in src:
-                # A frame already handed over is ingested even when stop() came meanwhile, and a closed
-                # push source still yields the (at most max_pending) frames waiting in it, so every
-                # pushed frame ends up in frames_seen or counted as dropped.
-                self._write([self._on_clock(frame)])
-                if self._stop.is_set() and not drain:
-                    break
+            self._run(src, background=True)
         except BaseException as exc:  # surfaced to the caller's next call
-            self._error = exc
+            self._error = self._error or exc
+
+    def _run(self, src: FrameSource, written: Callable[[int], None] | None = None, background: bool = False) -> None:
+        """Read ``src`` into memory through the frame pipeline's stages (on their own threads unless
+        ``config.staged_ingest`` is off), writing memory on this thread, in order. A failure anywhere
+        raises here once everything made before it is written; the open event is closed either way."""
+        run = StagedRun(self._batches(src, stoppable=background), ingest_stages(self.backend),
+                        maxsize=self.config.queue_batches, threaded=self.config.staged_ingest,
+                        max_in_flight=LIVE_IN_FLIGHT if src.is_live else None, name="streamvid-ingest")
+        try:
+            for steps in run:
+                self._write_steps(steps)
+                if written is not None:
+                    written(steps_frames(steps))
         finally:
             try:
+                if run.alive and src.is_live:
+                    run.cancel()
+                    src.close()  # wakes a producer waiting for the next live frame
+                run.close()
+            finally:
                 self._end_of_stream()
-            except BaseException as exc:
-                self._error = self._error or exc
+
+    def _batches(self, src: FrameSource, stoppable: bool = False) -> Iterator[list[Frame]]:
+        """Source frames (on the memory clock) grouped as the pipeline takes them: ``batch_frames`` at a
+        time from a file; from a live source, whatever is waiting (up to ``batch_frames``), never waiting
+        for more. A source that fails part-way first gives the frames read before the failure. With
+        ``stoppable``, ``stop()`` ends it (a push source still gives the frames already pushed)."""
+        size = max(1, self.config.batch_frames)
+        read = getattr(src, "read", None) if src.is_live else None
+        # A frame already handed over is ingested even when stop() came meanwhile, and a closed push
+        # source still yields the (at most max_pending) frames waiting in it, so every pushed frame ends
+        # up in frames_seen or counted as dropped.
+        drain = not stoppable or isinstance(src, PushSource)
+        timer = getattr(getattr(self.backend, "pipeline", None), "timer", None)
+        batch: list[Frame] = []
+        try:
+            it = iter(src)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
+                    break
+                if timer is not None and not src.is_live:
+                    timer.add("decode", (time.perf_counter() - t0) * 1000.0, 1)
+                batch.append(self._on_clock(frame))
+                while read is not None and len(batch) < size:
+                    more = read(timeout=0)
+                    if more is None:
+                        break
+                    batch.append(self._on_clock(more))
+                if len(batch) >= size or read is not None:
+                    out, batch = batch, []
+                    yield out
+                if self._stop.is_set() and not drain:
+                    break
+        except Exception:
+            if batch:
+                yield batch
+            raise
+        if batch:
+            yield batch
 
     def _on_clock(self, frame: Frame) -> Frame:
         """Keep memory times non-decreasing when a second source starts its clock at 0 again."""
@@ -265,11 +308,10 @@ class StreamAgent:
             self._t_offset = now - frame.t + 1.0 / max(self.config.fps, 1e-6)
         return Frame(frame.index, frame.t + self._t_offset, frame.rgb) if self._t_offset else frame
 
-    def _write(self, frames: list[Frame]) -> None:
-        """Frames → pipeline → memory, in order. Every frame is counted once in ``frames_seen``: a kept
-        one by ``write``, a dropped repeat by ``count_seen`` (which also stretches the open event's span)."""
-        steps = self.backend.process(frames)
-        with self.backend.pipeline.timer.stage("memory", len(frames)):
+    def _write_steps(self, steps: list) -> None:
+        """Pipeline steps → memory, in order. Every frame is counted once in ``frames_seen``: a kept one
+        by ``write``, a dropped repeat by ``count_seen`` (which also stretches the open event's span)."""
+        with self.backend.pipeline.timer.stage("memory", steps_frames(steps)):
             for step in steps:
                 if isinstance(step, DroppedRun):
                     self.memory.count_seen(step.count, t=step.t_last)

@@ -28,8 +28,13 @@ class AgentConfig:
     fps: float = 2.0
     batch_frames: int = 8  # frames per batch through the encoders when ingesting a file
     frame_size: int | None = None  # short side to resize to on decode; None keeps the source size
+    # Ingestion runs as stages on their own threads (decode, pre-gate, device, compress; memory writes
+    # on the ingesting thread) joined by queues of at most queue_batches batches; False: one thread.
+    staged_ingest: bool = True
+    queue_batches: int = 2
 
     # Compression.
+    pregate: bool = True  # drop frames with no block-wise pixel change before any encoder (compress/pregate.py)
     tau_dup: float = 0.98  # drop a frame whose key has cosine >= tau_dup with the last kept one
     tau_temporal: float = 0.9  # drop a token whose cosine with the same grid cell in the last kept frame >= this
     tokens_per_frame: int = 32  # spatial-merge budget per kept frame

@@ -1,18 +1,23 @@
-"""The per-frame write path, question-agnostic: key → gate → vision tokens → compression.
+"""The per-frame write path, question-agnostic: pre-gate → key → gate → vision tokens → compression.
 
-``FramePipeline.process(frames)`` turns decoded frames into what memory stores. It keeps the
-state that spans frames (the last kept key for the duplicate gate, the last kept frame's full
-tokens for the temporal drop) and times every stage, so benchmarks and ``streamvid bench`` can
-report ms/frame per stage from one place.
+``FramePipeline`` turns decoded frames into what memory stores, as three stage functions that each
+own the state spanning frames (``pregate_stage``: the last thumbnail the pre-gate let through;
+``device_stage``: the last kept key; ``compress_stage``: the last kept frame's full tokens), so they
+can run one after another on the caller's thread (``process``) or each on its own thread with
+bounded queues between them (:class:`StagedRun`): the same batches through the same functions in
+the same order give the same memory either way. Every stage is timed in one ``StageTimer``.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +25,7 @@ import torch
 
 from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frame
+from streamvid.compress.pregate import Change, PreGate
 from streamvid.config import AgentConfig
 from streamvid.segment import ShotDetector
 from streamvid.types import Frame, FrameTokens
@@ -28,11 +34,19 @@ THUMBNAIL_SHORT_SIDE = 96
 
 
 class StageTimer:
-    """Accumulated wall-clock milliseconds and call counts per named stage."""
+    """Accumulated milliseconds and frame counts per named stage; safe to use from several threads.
 
-    def __init__(self) -> None:
+    Device work is asynchronous (CUDA), so by default a stage is charged the host time it took to
+    queue its work, and a later stage that waits for the result is charged the rest. Set ``sync``
+    (e.g. ``torch.cuda.synchronize``; :meth:`FramePipeline.exact_timings` does) to wait for the device
+    at the end of every stage: the per-stage figures are then right, at the cost of the overlap.
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.ms: dict[str, float] = defaultdict(float)
         self.frames: dict[str, int] = defaultdict(int)
+        self.sync = sync
+        self._lock = threading.Lock()
 
     @contextmanager
     def stage(self, name: str, frames: int = 1) -> Iterator[None]:
@@ -40,16 +54,24 @@ class StageTimer:
         try:
             yield
         finally:
-            self.ms[name] += (time.perf_counter() - t0) * 1000.0
+            if self.sync is not None:
+                self.sync()
+            self.add(name, (time.perf_counter() - t0) * 1000.0, frames)
+
+    def add(self, name: str, ms: float, frames: int) -> None:
+        with self._lock:
+            self.ms[name] += ms
             self.frames[name] += frames
 
     def ms_per_frame(self) -> dict[str, float]:
         """Mean ms per frame that went through each stage."""
-        return {k: self.ms[k] / max(1, self.frames[k]) for k in self.ms}
+        with self._lock:
+            return {k: self.ms[k] / max(1, self.frames[k]) for k in self.ms}
 
     def reset(self) -> None:
-        self.ms.clear()
-        self.frames.clear()
+        with self._lock:
+            self.ms.clear()
+            self.frames.clear()
 
 
 @dataclass
@@ -97,11 +119,45 @@ def thumbnail(rgb: np.ndarray, short_side: int = THUMBNAIL_SHORT_SIDE) -> np.nda
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
+@dataclass
+class GatedBatch:
+    """Frames after the pixel stage. verdicts[i]: what the pre-gate saw in frames[i] (all GLOBAL when
+    off); cuts / fading: indices of frames that start a new shot / lie inside a transition."""
+
+    frames: list[Frame]
+    verdicts: list[Change]
+    cuts: set[int] = field(default_factory=set)
+    fading: set[int] = field(default_factory=set)
+
+
+@dataclass
+class EncodedBatch:
+    """Frames after the device stage, in order.
+
+    steps:  per run of frames, the index of a kept frame into ``frames`` or a DroppedRun
+    keys:   index → [k] retrieval key of each kept frame
+    tokens: [n_kept, n, d] full vision tokens of the kept frames, in order (None when none was kept)
+    """
+
+    frames: list[Frame]
+    steps: list[int | DroppedRun]
+    cuts: set[int] = field(default_factory=set)
+    fading: set[int] = field(default_factory=set)
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    tokens: torch.Tensor | None = None
+    grid: tuple[int, int] = (0, 0)
+
+
 class FramePipeline:
-    """Gate, tokenize and compress frames for one stream, in order.
+    """Pre-gate, key, gate, tokenize and compress frames for one stream, in order.
 
     encoder: a RetrievalEncoder (``encode_frames``: uint8 [B, H, W, 3] → [B, k] unit keys)
     llm:     a VideoLLM (``frame_tokens``: uint8 [B, H, W, 3] → VisualTokens [B, n, d])
+
+    A frame is dropped by the pre-gate when nothing beyond noise changed (no encoder sees it), kept
+    when the pre-gate saw a local change (something small and new: a global key similarity would
+    call it a duplicate) or the shot detector a cut, and otherwise (a global change, or the pre-gate
+    off) kept unless its key's cosine with the last kept key is ≥ ``tau_dup``.
     """
 
     def __init__(self, config: AgentConfig, encoder, llm) -> None:
@@ -109,58 +165,295 @@ class FramePipeline:
         self.encoder = encoder
         self.llm = llm
         self.timer = StageTimer()
+        self.pregate = PreGate() if getattr(config, "pregate", True) else None
         self.gate = FrameGate(config.tau_dup)
         self.shots = ShotDetector()
         self._last_tokens: torch.Tensor | None = None
+        self.frames_in = 0
+        self.frames_kept = 0
         self.raw_tokens = 0
         self.stored_tokens = 0
 
-    @property
-    def frames_in(self) -> int:
-        return self.gate.seen
+    def exact_timings(self, on: bool = True) -> None:
+        """Charge device work to the stage that queued it (waits for the device after every stage)."""
+        device = getattr(self.llm, "device", torch.device("cpu"))
+        self.timer.sync = torch.cuda.synchronize if on and torch.device(device).type == "cuda" else None
 
-    @property
-    def frames_kept(self) -> int:
-        return self.gate.kept
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """(name, function) of each stage in order; chained, they are :meth:`process`."""
+        return [("pregate", self.pregate_stage), ("device", self.device_stage), ("compress", self.compress_stage)]
 
     def process(self, frames: Sequence[Frame]) -> list[Step]:
-        """Frames in source order → kept frames (tokenized, compressed) and runs of dropped ones, in
-        order. Each stage runs batched over the frames."""
-        if not frames:
-            return []
-        n = len(frames)
-        with self.timer.stage("key", n):
-            keys = self.encoder.encode_frames([f.rgb for f in frames])
-        steps: list = []  # kept frames as their index into ``frames`` until tokenized
-        cuts: set[int] = set()
-        fading: set[int] = set()
-        with self.timer.stage("gate", n):
-            for i in range(n):
-                if self.shots.update(frames[i].rgb):
-                    cuts.add(i)
+        """Frames in source order → kept frames (tokenized, compressed) and runs of dropped ones, in order."""
+        return self.compress_stage(self.device_stage(self.pregate_stage(frames)))
+
+    def pregate_stage(self, frames: Sequence[Frame]) -> GatedBatch:
+        """Pixel checks on every frame (CPU, cheap): shot changes, and the pre-gate's block-wise change
+        against the last frame it let through."""
+        frames = list(frames)
+        self.frames_in += len(frames)
+        batch = GatedBatch(frames, [Change.GLOBAL] * len(frames))
+        with self.timer.stage("shots", len(frames)):
+            for i, f in enumerate(frames):
+                if self.shots.update(f.rgb):
+                    batch.cuts.add(i)
                 elif self.shots.in_transition:
-                    fading.add(i)
-                if self.gate.admit(keys[i], force=i in cuts):
-                    steps.append(i)
+                    batch.fading.add(i)
+        if self.pregate is not None:
+            with self.timer.stage("pregate", len(frames)):
+                verdicts = [self.pregate.check(f.rgb) for f in frames]
+            batch.verdicts = [Change.GLOBAL if i in batch.cuts and not v.passes else v for i, v in enumerate(verdicts)]
+        return batch
+
+    def device_stage(self, batch: GatedBatch) -> EncodedBatch:
+        """Keys of the frames the pre-gate passed, the key gate, vision tokens of the kept frames (batched)."""
+        frames = batch.frames
+        passed = [i for i, v in enumerate(batch.verdicts) if v.passes]
+        out = EncodedBatch(frames, [], cuts=batch.cuts, fading=batch.fading)
+        keys = None
+        if passed:
+            with self.timer.stage("key", len(passed)):
+                keys = self.encoder.encode_frames([frames[i].rgb for i in passed])
+        with self.timer.stage("gate", len(frames)):
+            j = 0
+            for i, verdict in enumerate(batch.verdicts):
+                if not verdict.passes:
+                    add_dropped(out.steps, frames[i].t)
+                    self.gate.seen += 1
+                    continue
+                key = keys[j]
+                j += 1
+                if self.gate.admit(key, force=verdict is Change.LOCAL or i in batch.cuts):
+                    out.steps.append(i)
+                    out.keys[i] = key
                 else:
-                    add_dropped(steps, frames[i].t)
-        kept_idx = [s for s in steps if isinstance(s, int)]
-        if not kept_idx:
-            return steps
-        with self.timer.stage("vision", len(kept_idx)):
-            visual = self.llm.frame_tokens([frames[i].rgb for i in kept_idx], times=[frames[i].t for i in kept_idx])
+                    add_dropped(out.steps, frames[i].t)
+        kept = [s for s in out.steps if isinstance(s, int)]
+        self.frames_kept += len(kept)
+        if kept:
+            with self.timer.stage("vision", len(kept)):
+                visual = self.llm.frame_tokens([frames[i].rgb for i in kept], times=[frames[i].t for i in kept])
+            out.tokens, out.grid = visual.tokens, visual.grid
+        return out
+
+    def compress_stage(self, batch: EncodedBatch) -> list[Step]:
+        """Temporal drop against the last kept frame, spatial merge to the budget, memory thumbnails."""
+        kept = [s for s in batch.steps if isinstance(s, int)]
+        if not kept:
+            return list(batch.steps)
         tokenized: dict[int, KeptFrame] = {}
-        with self.timer.stage("compress", len(kept_idx)):
-            for j, i in enumerate(kept_idx):
-                full = visual.tokens[j]
+        with self.timer.stage("compress", len(kept)):
+            for j, i in enumerate(kept):
+                full = batch.tokens[j]
                 if self._last_tokens is not None and self._last_tokens.shape != full.shape:
                     self._last_tokens = None  # the grid changed (new resolution): start over
                 c = compress_frame(full, self._last_tokens, self.config.tau_temporal, self.config.tokens_per_frame)
                 self._last_tokens = full
-                ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=visual.grid,
-                                 t=frames[i].t)
-                tokenized[i] = KeptFrame(ft, keys[i], thumbnail(frames[i].rgb), int(full.shape[0]), cut=i in cuts,
-                                         hold=i in fading)
+                frame = batch.frames[i]
+                ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=batch.grid, t=frame.t)
+                tokenized[i] = KeptFrame(ft, batch.keys[i], thumbnail(frame.rgb), int(full.shape[0]),
+                                         cut=i in batch.cuts, hold=i in batch.fading)
                 self.raw_tokens += int(full.shape[0])
                 self.stored_tokens += ft.n
-        return [tokenized[s] if isinstance(s, int) else s for s in steps]
+        return [tokenized[s] if isinstance(s, int) else s for s in batch.steps]
+
+
+def steps_frames(steps: Sequence[Step]) -> int:
+    """How many source frames a list of steps stands for."""
+    return sum(s.count if isinstance(s, DroppedRun) else 1 for s in steps)
+
+
+def ingest_stages(backend: Any) -> list[tuple[str, Callable[[Any], Any]]]:
+    """The stage functions of a backend's frame pipeline: its ``stages()``, or its ``process`` as one stage."""
+    pipeline = getattr(backend, "pipeline", None)
+    stages = getattr(pipeline, "stages", None)
+    return stages() if callable(stages) else [("process", backend.process)]
+
+
+# ----------------------------------------------------------------------------------------- staged run
+class _End:
+    """The producer finished: no more items."""
+
+
+@dataclass
+class _Failed:
+    """Travels down the queues in order behind the items made before the failure."""
+
+    error: BaseException
+    stage: str
+
+
+class StagedRun:
+    """Items from ``produce`` through ``stages`` (functions applied in order), each on its own thread,
+    joined by queues of at most ``maxsize`` items; iterate for the last stage's outputs, in order.
+
+    Backpressure: a stage that cannot hand on its output waits, so a slow stage stalls the ones
+    before it and the producer (a file is read no faster than the device takes it; a live source's
+    own newest-frame-wins buffer then drops). An error in the producer or any stage travels down
+    behind the items made before it: iteration yields those, then raises it. ``close()`` (also on
+    leaving a ``with`` block, or when iteration ends) stops and joins every thread.
+
+    ``max_in_flight`` (for live sources) bounds the items between the producer taking one and the
+    caller finishing with it, whatever the number of stages: while the pipeline is that full the
+    producer does not read its source, so a live source's newest-frame-wins buffer drops instead of
+    frames waiting in queues (latency stays at most ``max_in_flight`` items deep).
+
+    ``threaded=False`` runs the same functions on the caller's thread, one item at a time (the serial
+    path). ``peaks`` holds the largest size each queue reached.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, produce: Iterable[Any], stages: Sequence[tuple[str, Callable[[Any], Any]]], *,
+                 maxsize: int = 2, threaded: bool = True, max_in_flight: int | None = None,
+                 name: str = "streamvid") -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.produce = produce
+        self.stages = list(stages)
+        self.threaded = threaded
+        self.maxsize = maxsize
+        names = ["produce"] + [n for n, _ in self.stages]
+        self.queues: list[queue.Queue] = [queue.Queue(maxsize) for _ in names]  # queues[k]: out of thread k
+        self.peaks = dict.fromkeys(names, 0)
+        self._cancel = [threading.Event() for _ in names]
+        self._slots = None if max_in_flight is None else threading.Semaphore(max_in_flight)
+        self._holding = False  # the caller holds a slot for the item it was last given
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._done = False
+        self._name = name
+
+    # -------------------------------------------------------------- threads
+    def _put(self, k: int, item: Any) -> bool:
+        """Hand ``item`` from thread k downstream; False when thread k was cancelled meanwhile."""
+        q = self.queues[k]
+        while not self._cancel[k].is_set():
+            try:
+                q.put(item, timeout=self.POLL_S)
+            except queue.Full:
+                continue
+            name = "produce" if k == 0 else self.stages[k - 1][0]
+            self.peaks[name] = max(self.peaks[name], q.qsize())
+            return True
+        return False
+
+    def _get(self, k: int) -> Any:
+        """The next item for thread k from upstream; _End when thread k was cancelled."""
+        q = self.queues[k - 1]
+        while not self._cancel[k].is_set():
+            try:
+                return q.get(timeout=self.POLL_S)
+            except queue.Empty:
+                continue
+        return _End()
+
+    def _cancel_upstream(self, k: int) -> None:
+        for j in range(k + 1):
+            self._cancel[j].set()
+
+    def _run_producer(self) -> None:
+        it = iter(self.produce)
+        try:
+            while not self._cancel[0].is_set():
+                if self._slots is not None and not self._slots.acquire(timeout=self.POLL_S):
+                    continue
+                try:
+                    item = next(it)
+                except StopIteration:
+                    self._put(0, _End())
+                    return
+                if not self._put(0, item):
+                    return
+        except BaseException as exc:
+            self._put(0, _Failed(exc, "produce"))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def _run_stage(self, k: int) -> None:
+        name, fn = self.stages[k - 1]
+        while True:
+            item = self._get(k)
+            if isinstance(item, (_End, _Failed)):
+                self._put(k, item)
+                return
+            try:
+                out = fn(item)
+            except BaseException as exc:
+                self._cancel_upstream(k - 1)
+                self._put(k, _Failed(exc, name))
+                return
+            if not self._put(k, out):
+                return
+
+    def _start(self) -> None:
+        self._started = True
+        self._threads = [threading.Thread(target=self._run_producer, name=f"{self._name}-produce", daemon=True)]
+        self._threads += [threading.Thread(target=self._run_stage, args=(k,), name=f"{self._name}-{n}", daemon=True)
+                          for k, (n, _) in enumerate(self.stages, start=1)]
+        for t in self._threads:
+            t.start()
+
+    # -------------------------------------------------------------- caller side
+    def __iter__(self) -> Iterator[Any]:
+        if self._started or self._done:
+            raise RuntimeError("a StagedRun is iterated once")
+        if not self.threaded:
+            yield from self._serial()
+            return
+        self._start()
+        last = len(self.stages)
+        try:
+            while True:
+                if self._holding:
+                    self._slots.release()
+                    self._holding = False
+                item = self.queues[last].get()
+                self._holding = self._slots is not None and not isinstance(item, (_End, _Failed))
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            self.close()
+
+    def _serial(self) -> Iterator[Any]:
+        self._done = True
+        it = iter(self.produce)
+        try:
+            for item in it:
+                for _, fn in self.stages:
+                    item = fn(item)
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def cancel(self) -> None:
+        """Ask every thread to stop at its next hand-off (a producer blocked inside its source waits
+        for that source: close a live source to wake it)."""
+        for c in self._cancel:
+            c.set()
+
+    def close(self) -> None:
+        """Stop every thread and wait for them."""
+        self.cancel()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        self._done = True
+
+    @property
+    def alive(self) -> int:
+        """Threads still running."""
+        return sum(t.is_alive() for t in self._threads)
+
+    def __enter__(self) -> StagedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -13,6 +13,7 @@ from streamvid.compress import (
     FrameGate,
     bipartite_soft_matching,
     compress_frame,
+    debug_checks,
     gate_sequence,
     keep_frame,
     merge_adjacent_frames,
@@ -155,12 +156,26 @@ def test_merge_to_budget_keeps_dtype_and_errors():
         merge_to_budget(x, 0)
     with pytest.raises(CompressionError, match=r"\[B, N, d\]"):
         merge_to_budget(x[0], 3)
-    with pytest.raises(CompressionError, match="sizes"):
-        merge_to_budget(x, 3, sizes=torch.zeros(1, 10))
     with pytest.raises(CompressionError, match="positions"):
         merge_to_budget(x, 3, positions=torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(StreamvidError, match="NaN"):
-        merge_to_budget(torch.full((1, 4, 2), float("nan")), 2)
+
+
+def test_value_checks_run_only_under_debug_checks():
+    """Checks on tensor VALUES synchronise with the device, so they are a debug setting."""
+    x = randn(1, 10, 4, seed=0)
+    nan = torch.full((1, 4, 2), float("nan"))
+    with debug_checks(True):
+        with pytest.raises(CompressionError, match="sizes"):
+            merge_to_budget(x, 3, sizes=torch.zeros(1, 10))
+        with pytest.raises(StreamvidError, match="NaN"):
+            merge_to_budget(nan, 2)
+        with pytest.raises(StreamvidError, match="NaN"):
+            compress_frame(nan[0], None, 0.9, 2)
+    with debug_checks(False):
+        assert merge_to_budget(nan, 2)[0].shape == (1, 2, 2)
+        assert merge_to_budget(x, 3, sizes=torch.zeros(1, 10))[0].shape == (1, 3, 4)
+    with debug_checks(False), pytest.raises(CompressionError, match="budget"):  # metadata checks always run
+        merge_to_budget(x, 0)
 
 
 @FAST

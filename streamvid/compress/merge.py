@@ -195,6 +195,7 @@ def merge_to_budget(
         sizes = torch.ones(n_batch, n_tok, device=tokens.device)
     else:
         sizes = check_sizes("sizes", sizes, (n_batch, n_tok))
+    given_positions = positions is not None
     if positions is None:
         positions = torch.arange(n_tok, device=tokens.device).expand(n_batch, -1)
     else:
@@ -202,7 +203,7 @@ def merge_to_budget(
     check_same_device(tokens=tokens, sizes=sizes, positions=positions)
 
     x = tokens
-    if n_tok > 1 and bool((positions[:, 1:] < positions[:, :-1]).any()):
+    if given_positions and n_tok > 1:  # sorted unconditionally: testing first would sync with the device
         order = torch.argsort(positions, dim=1, stable=True)
         positions = positions.gather(1, order)
         sizes = sizes.gather(1, order)
