@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from streamvid_bench import samples as make_sample_video
 
 from streamvid import SourceError, StreamvidError
-from streamvid import samples as make_sample_video
 from streamvid.agent import StreamAgent
 from streamvid.compress.pregate import Change, PreGate, block_change, classify_change, gate_thumbnail
 from streamvid.pipeline import StagedRun
