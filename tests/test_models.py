@@ -14,7 +14,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import torchvision.transforms.v2.functional as tvF
+from torchvision.transforms import InterpolationMode
 
 from streamvid.errors import ConfigError, ModelError, QuestionError
 from streamvid.models import load_video_llm, model_available, shared_models_root
@@ -78,7 +79,9 @@ def processor_inputs(llm, rgb: np.ndarray) -> tuple[dict, int]:
         h, w = llm.frame_hw
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
         text = proc.apply_chat_template(msgs, add_generation_prompt=True)
-        img = Image.fromarray(rgb[0]).resize((w, h), Image.BICUBIC)
+        # the adapter's fixed frame size, reached with the processor's own filter (antialiased bicubic)
+        img = tvF.resize(torch.from_numpy(rgb[0]).permute(2, 0, 1), [h, w], interpolation=InterpolationMode.BICUBIC,
+                         antialias=True)
         return dict(proc(text=[text], images=[img], return_tensors="pt")), llm.model.config.image_token_id
     msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}]
     text = proc.apply_chat_template(msgs, add_generation_prompt=True)

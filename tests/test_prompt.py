@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import torchvision.transforms.v2.functional as tvF
+from torchvision.transforms import InterpolationMode
 
 from streamvid.errors import ModelError, QuestionError
 from streamvid.models import load_video_llm, shared_models_root
@@ -247,7 +248,9 @@ def test_real_size_layer_cut_qwen2_5_vl_3b():
     rgb = np.random.default_rng(0).integers(0, 256, (2, 60, 80, 3), dtype=np.uint8)
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
     text = llm.processor.apply_chat_template(msgs, add_generation_prompt=True)
-    img = Image.fromarray(rgb[0]).resize((168, 112), Image.BICUBIC)
+    # the adapter's fixed frame size, reached with the processor's own filter (antialiased bicubic)
+    img = tvF.resize(torch.from_numpy(rgb[0]).permute(2, 0, 1), [112, 168], interpolation=InterpolationMode.BICUBIC,
+                     antialias=True)
     proc = dict(llm.processor(text=[text], images=[img], return_tensors="pt"))
     seen: dict[str, torch.Tensor] = {}
 

@@ -1,8 +1,9 @@
 """The open_clip retrieval encoder: frames and text questions → L2-normalised keys in one space.
 
 Keys are what memory searches (frame gate, segmentation, text → event lookup); the Video-LLM's
-own vision tokens are a separate thing. Frames are preprocessed with torch on the uint8 array
-(resize shortest side, centre crop, normalise with the model's mean/std), batched, no PIL.
+own vision tokens are a separate thing. Frames are preprocessed as open_clip's own eval transform
+does (resize the shortest side, centre crop, normalise with the model's mean/std), but with
+torchvision v2 on batched uint8 tensors on the encoder's device, no PIL (``encode_batch``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.v2.functional as tvF
+from torchvision.transforms import InterpolationMode
 
+from streamvid.device import default_batch_size, frame_batches, resolve_dtype, upload_frames
 from streamvid.errors import ModelError
 from streamvid.hub import cached_hub_file, hub_offline, hub_reachable
+from streamvid.imageops import normalize
+from streamvid.tensorops import l2_normalise
 
 # A tiny CLIP for the tiny-random preset: real open_clip architecture, random seeded weights.
 # The text tower keeps open_clip's BPE vocabulary (49408) so open_clip's own tokenizer works.
@@ -27,8 +31,7 @@ TINY_CLIP_CONFIG: dict = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def _resolve_pretrained(model_name: str, pretrained: str) -> tuple[str, dict]:
@@ -77,38 +80,25 @@ def _resolve_pretrained(model_name: str, pretrained: str) -> tuple[str, dict]:
     return pretrained, preprocess
 
 
-def preprocess_frames(
-    rgb: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
-) -> torch.Tensor:
-    """Resize the shortest side to ``size``, centre-crop to size×size and normalise.
+def preprocess_frames(rgb: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float],
+                      interpolation: str = "bicubic", resize_mode: str = "shortest") -> torch.Tensor:
+    """open_clip's eval transform on a batch, on the frames' device.
 
-    rgb: [B, H, W, 3] uint8 → returns [B, 3, size, size] float32.
+    rgb: uint8 [B, H, W, 3] → float32 [B, 3, size, size]: the shortest side resized to ``size``
+    (antialiased, on uint8) and centre-cropped ("shortest"), or both sides to ``size`` ("squash");
+    then (x/255 − mean)/std.
     """
-    x = rgb.permute(0, 3, 1, 2).float().div_(255.0)
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
-        x = F.interpolate(x, size=(new_h, new_w), mode=mode, align_corners=False, antialias=True)
-        x = x.clamp_(0.0, 1.0)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[:, :, top : top + size, left : left + size]
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
-
-
-def shrink_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
-    """[H, W, 3] uint8 → the same with its short side at ``size`` (area-averaged), when it is larger.
-
-    Area averaging on uint8 is cheap and antialiased, so a 1080p frame costs what a 224p one does
-    in the float resize that follows."""
-    h, w = rgb.shape[:2]
-    if min(h, w) <= size:
-        return rgb
-    scale = size / min(h, w)
-    return cv2.resize(rgb, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if resize_mode not in ("shortest", "squash"):
+        raise ModelError(f"open_clip resize_mode {resize_mode!r} is not supported; use 'shortest' or 'squash'")
+    x = rgb.permute(0, 3, 1, 2)
+    mode = InterpolationMode.BILINEAR if interpolation == "bilinear" else InterpolationMode.BICUBIC
+    if resize_mode == "squash":
+        x = tvF.resize(x, [size, size], interpolation=mode, antialias=True)
+    else:
+        if min(x.shape[-2:]) != size:
+            x = tvF.resize(x, [size], interpolation=mode, antialias=True)
+        x = tvF.center_crop(x, [size, size])
+    return normalize(x, mean, std)
 
 
 class RetrievalEncoder:
@@ -125,17 +115,15 @@ class RetrievalEncoder:
         device: str = "cpu",
         dtype: str = "float32",
         seed: int = 0,
-        batch_size: int = 32,
+        batch_size: int | None = None,
     ) -> None:
         import open_clip
 
-        if dtype not in _DTYPES:
-            raise ModelError(f"unsupported dtype {dtype!r} for the retrieval encoder; use one of {list(_DTYPES)}")
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = torch.device(device)
-        self.dtype = _DTYPES[dtype]
-        self.batch_size = batch_size
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
 
         base, overrides, context_length = model_name, {}, None
         if model_name == "tiny":
@@ -158,7 +146,7 @@ class RetrievalEncoder:
                 model, _, _ = open_clip.create_model_and_transforms(
                     base,
                     pretrained=checkpoint,
-                    precision=_PRECISION[dtype],
+                    precision=_PRECISION[self.dtype],
                     device=self.device,
                     image_mean=tag_preprocess.get("mean"),
                     image_std=tag_preprocess.get("std"),
@@ -181,52 +169,32 @@ class RetrievalEncoder:
         self.mean = tuple(float(v) for v in cfg["mean"])
         self.std = tuple(float(v) for v in cfg["std"])
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
+        self.resize_mode = str(cfg.get("resize_mode") or "shortest")
         self.dim = int(overrides.get("embed_dim") or open_clip.get_model_config(base)["embed_dim"])
 
-    def _as_batches(self, rgb: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Group frames into same-shaped [b, H, W, 3] uint8 arrays of at most batch_size."""
-        if isinstance(rgb, np.ndarray):
-            if rgb.ndim == 3:
-                rgb = rgb[None]
-            frames = [rgb]
-        else:
-            frames = [np.asarray(f)[None] for f in rgb]
-        for f in frames:
-            if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
-                raise ModelError(
-                    f"encode_frames expects uint8 RGB frames shaped [B, H, W, 3] or [H, W, 3]; "
-                    f"got dtype {f.dtype} shape {tuple(f.shape)}"
-                )
-        frames = [np.stack([shrink_short_side(x, self.image_size) for x in f]) if min(f.shape[1:3]) > self.image_size
-                  else f for f in frames]
-        batches: list[np.ndarray] = []
-        run: list[np.ndarray] = []
-        for f in frames:
-            if run and run[0].shape[1:] != f.shape[1:]:
-                batches.append(np.concatenate(run))
-                run = []
-            run.append(f)
-        if run:
-            batches.append(np.concatenate(run))
-        out: list[np.ndarray] = []
-        for b in batches:
-            out.extend(b[i : i + self.batch_size] for i in range(0, len(b), self.batch_size))
-        return out
-
     @torch.inference_mode()
-    def encode_frames(self, rgb: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 frames [B, H, W, 3] (or a list of [H, W, 3]) → keys [B, dim] float32 on CPU, unit norm."""
+    def encode_batch(self, frames: torch.Tensor | np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 RGB frames [B, H, W, 3] (torch on the CPU, pinned or on the device; numpy; or a list of
+        same-sized [H, W, 3]) → keys [B, dim] float32 on the encoder's device, unit norm.
+
+        Upload (pinned, non-blocking on CUDA), preprocessing and the image tower all run on the
+        encoder's device, ``batch_size`` frames per tower call; nothing waits on the device."""
+        x = upload_frames(frames, self.device)
         keys = []
-        for batch in self._as_batches(rgb):
-            if batch.shape[0] == 0:
-                continue
-            x = preprocess_frames(torch.from_numpy(np.ascontiguousarray(batch)), self.image_size, self.mean,
-                                  self.std, self.interpolation)
-            feats = self.model.encode_image(x.to(self.device, self.dtype))
-            keys.append(F.normalize(feats.float(), dim=-1).cpu())
-        if not keys:
-            return torch.zeros(0, self.dim)
-        return torch.cat(keys)
+        for i in range(0, x.shape[0], self.batch_size):
+            px = preprocess_frames(x[i : i + self.batch_size], self.image_size, self.mean, self.std,
+                                   self.interpolation, self.resize_mode)
+            keys.append(l2_normalise(self.model.encode_image(px.to(self.dtype)).float()))
+        return keys[0] if len(keys) == 1 else torch.cat(keys)
+
+    def encode_frames(self, rgb: torch.Tensor | np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 frames [B, H, W, 3] (or a list of [H, W, 3], sizes may differ) → keys [B, dim]
+        float32 on CPU, unit norm."""
+        try:
+            runs = frame_batches(rgb)
+        except ModelError as err:
+            raise ModelError(f"encode_frames expects uint8 RGB frames [B, H, W, 3] or [H, W, 3]: {err}") from None
+        return torch.cat([self.encode_batch(run).cpu() for run in runs])
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -236,8 +204,7 @@ class RetrievalEncoder:
         keys = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(self.device)
-            feats = self.model.encode_text(tokens)
-            keys.append(F.normalize(feats.float(), dim=-1).cpu())
+            keys.append(l2_normalise(self.model.encode_text(tokens).float()).cpu())
         if not keys:
             return torch.zeros(0, self.dim)
         return torch.cat(keys)

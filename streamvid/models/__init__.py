@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from streamvid.device import resolve_dtype
 from streamvid.errors import ConfigError, ModelError
 from streamvid.hub import hub_offline, hub_reachable
 from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
@@ -35,8 +36,8 @@ ARCHITECTURES = {
 }
 MODEL_TYPES = {"idefics3": "smolvlm", "smolvlm": "smolvlm", "qwen2_5_vl": "qwen2_5_vl",
                "llava_onevision": "llava_onevision"}
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+# Scaled-dot-product attention (PyTorch's fused kernels: flash / memory-efficient on CUDA) in every tower and LM.
+ATTENTION = "sdpa"
 
 __all__ = [
     "ARCHITECTURES", "BaseVideoLLM", "GenerationStats", "TextStream", "VideoLLM", "VisualTokens",
@@ -56,14 +57,6 @@ def detect_family(config: dict[str, Any], where: str = "") -> str:
         f"unsupported architecture {found}{' in ' + where if where else ''}; streamvid supports "
         f"{', '.join(ARCHITECTURES)}"
     )
-
-
-def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def _how_to_get(model: str) -> str:
@@ -146,20 +139,20 @@ def _set_dotted(config: Any, key: str, value: Any) -> None:
 
 
 def _build_adapter(family: str, model: Any, processor: Any, name: str, device: str, dtype: torch.dtype,
-                   frame_hw: tuple[int, int] | None) -> BaseVideoLLM:
+                   frame_hw: tuple[int, int] | None, batch_size: int | None) -> BaseVideoLLM:
     model = model.to(device=device, dtype=dtype)
     if family == "smolvlm":
         from streamvid.models.smolvlm import SmolVLMAdapter
 
-        return SmolVLMAdapter(model, processor, name=name, device=device, dtype=dtype)
+        return SmolVLMAdapter(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
     if family == "qwen2_5_vl":
         from streamvid.models.qwen2_5_vl import DEFAULT_FRAME_HW, Qwen2_5_VLAdapter
 
         return Qwen2_5_VLAdapter(model, processor, name=name, device=device, dtype=dtype,
-                                 frame_hw=frame_hw or DEFAULT_FRAME_HW)
+                                 frame_hw=frame_hw or DEFAULT_FRAME_HW, batch_size=batch_size)
     from streamvid.models.llava_onevision import LlavaOnevisionAdapter
 
-    return LlavaOnevisionAdapter(model, processor, name=name, device=device, dtype=dtype)
+    return LlavaOnevisionAdapter(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
 
 
 def _from_config(config: Any, seed: int, dtype: torch.dtype) -> Any:
@@ -171,7 +164,7 @@ def _from_config(config: Any, seed: int, dtype: torch.dtype) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with no_init_weights():
-            net = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+            net = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=ATTENTION)
         net.init_weights()
     return net
 
@@ -185,6 +178,7 @@ def load_video_llm(
     random_weights: bool = False,
     config_overrides: dict[str, Any] | None = None,
     frame_hw: tuple[int, int] | None = None,
+    batch_size: int | None = None,
 ) -> BaseVideoLLM:
     """Load a Video-LLM adapter (see the module docstring for what ``model`` may be).
 
@@ -192,8 +186,11 @@ def load_video_llm(
     config_overrides: {"text_config.num_hidden_layers": 2, "vision_config.depth": 1, ...}, set on the
                       loaded config before building (random_weights only)
     frame_hw:         Qwen2.5-VL's fixed frame size (multiples of 28); default 336×448, tiny 112×112
+    dtype:            a name, a torch.dtype, or "auto" (streamvid.device.resolve_dtype: bf16 on CUDA and on
+                      CPUs with native bf16, else fp32)
+    batch_size:       frames per vision-tower call in frame_tokens; None: streamvid.device.default_batch_size
     """
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype, device)
     if not isinstance(model, str) or not model:
         raise ModelError(f"model must be a hub id, a directory or 'tiny:<family>', got {model!r}")
     if config_overrides and not random_weights and not model.startswith("tiny:"):
@@ -209,7 +206,7 @@ def load_video_llm(
             _set_dotted(config, key, value)
         net = _from_config(config, seed, torch_dtype)
         hw = frame_hw or ((112, 112) if family == "qwen2_5_vl" else None)
-        return _build_adapter(family, net, processor, model, device, torch_dtype, hw)
+        return _build_adapter(family, net, processor, model, device, torch_dtype, hw, batch_size)
 
     model_dir = resolve_model_dir(model)
     with open(model_dir / "config.json", encoding="utf-8") as f:
@@ -231,8 +228,9 @@ def load_video_llm(
                 _set_dotted(config, key, value)
             net = _from_config(config, seed, torch_dtype)
         else:
-            net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch_dtype)
+            net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch_dtype,
+                                                              attn_implementation=ATTENTION)
     except (OSError, ValueError, KeyError) as err:
         hint = "" if random_weights else " (only config/tokenizer files? pass random_weights=True)"
         raise ModelError(f"cannot load model {model} from {model_dir}: {err}{hint}") from err
-    return _build_adapter(family, net, processor, model, device, torch_dtype, frame_hw)
+    return _build_adapter(family, net, processor, model, device, torch_dtype, frame_hw, batch_size)

@@ -3,7 +3,10 @@
 An adapter wraps one Hugging Face Video-LLM (its model and its own processor) and offers:
 
 * ``frame_tokens(rgb)``  — what the LM reads for each frame: vision tower + connector/projector
-  output, ``[B, n, d_llm]`` on a fixed per-frame grid;
+  output, ``[B, n, d_llm]`` on a fixed per-frame grid, on the model's device. ``rgb`` is uint8
+  ``[B, H, W, 3]`` (a torch tensor on the CPU, pinned, or already on the device; or numpy); the
+  frames are uploaded (pinned, non-blocking on CUDA), resized and normalised on the model's
+  device, and go through the tower ``batch_size`` frames at a time;
 * ``embed_text(text)``   — the mean input embedding of a text's tokens, ``[d_llm]``;
 * ``build_prompt(...)``  — stored blocks + question → :class:`streamvid.prompt.PromptInputs`;
 * ``generate(inputs)``   — a :class:`TextStream` of decoded text pieces, greedy by default, whose
@@ -18,9 +21,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
+from streamvid.device import Frames, default_batch_size, frame_batches, upload_frames
 from streamvid.errors import ModelError, QuestionError
 from streamvid.prompt import MRopeSpec, PromptBlock, PromptInputs, VisualSlot, assemble_prompt
 
@@ -68,9 +71,9 @@ class VideoLLM(Protocol):
     hidden_size: int
     grid: tuple[int, int]
     tokens_per_frame: int
+    batch_size: int  # frames per tower call; streamvid.device.default_batch_size(device) unless set
 
-    def frame_tokens(self, rgb: np.ndarray | Sequence[np.ndarray],
-                     times: Sequence[float] | None = None) -> VisualTokens: ...
+    def frame_tokens(self, rgb: Frames, times: Sequence[float] | None = None) -> VisualTokens: ...
 
     def embed_text(self, text: str) -> torch.Tensor: ...
 
@@ -82,29 +85,20 @@ class VideoLLM(Protocol):
                  temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> TextStream: ...
 
 
-def as_frame_list(rgb: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    """[B, H, W, 3] uint8 array or a list of H×W×3 uint8 arrays → list of frames (validated)."""
-    frames = list(rgb) if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3) else [rgb]
-    if not frames:
-        raise ModelError("frame_tokens got no frames")
-    for i, f in enumerate(frames):
-        if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-            desc = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
-            raise ModelError(f"frame {i} must be an H×W×3 uint8 RGB array, got {desc}")
-    return frames
-
-
 class BaseVideoLLM:
     """Shared machinery; a family subclass sets the attributes below and implements ``_encode``.
 
     Subclass contract: ``family``, ``grid``, ``slot`` (VisualSlot), ``mrope`` (MRopeSpec or None),
-    ``stop_token_ids`` and ``_encode(frames) -> [B, n, d]``.
+    ``stop_token_ids``, ``pixels(x) -> tower inputs`` (device-side preprocessing of uint8
+    [B, 3, H, W] on the model's device, equal to the family's HF processor output) and
+    ``tower(inputs) -> [B, n, d]``.
     """
 
     family: str = ""
     mrope: MRopeSpec | None = None
 
-    def __init__(self, model: Any, processor: Any, *, name: str, device: str, dtype: torch.dtype) -> None:
+    def __init__(self, model: Any, processor: Any, *, name: str, device: str, dtype: torch.dtype,
+                 batch_size: int | None = None) -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -115,6 +109,9 @@ class BaseVideoLLM:
         self.grid: tuple[int, int] = (0, 0)
         self.slot: VisualSlot
         self.stop_token_ids: set[int] = set()
+        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
+        if self.batch_size < 1:
+            raise ModelError(f"batch_size must be ≥ 1, got {batch_size}")
 
     @property
     def tokens_per_frame(self) -> int:
@@ -125,28 +122,42 @@ class BaseVideoLLM:
                 f"device={self.device}, dtype={self.dtype})")
 
     # ----------------------------------------------------------------- vision
-    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def pixels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 [B, 3, H, W] on the model's device → the tower's inputs (resized, normalised)."""
         raise NotImplementedError
 
-    def frame_tokens(self, rgb: np.ndarray | Sequence[np.ndarray],
-                     times: Sequence[float] | None = None) -> VisualTokens:
-        """Vision tower + projector output per frame: tokens [B, n, d_llm] on the fixed grid.
+    def tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The vision tower + connector/projector on ``pixels`` output → tokens [B, n, d_llm]."""
+        raise NotImplementedError
 
-        ``times`` (seconds, one per frame) only feed the M-RoPE t of Qwen2.5-VL's rope_positions.
+    def frame_tokens(self, rgb: Frames, times: Sequence[float] | None = None) -> VisualTokens:
+        """Vision tower + projector output per frame: tokens [B, n, d_llm] on the fixed grid, on the
+        model's device.
+
+        rgb: uint8 RGB frames, [B, H, W, 3] torch (CPU, pinned or on the device) or numpy, or a list
+        of [H, W, 3] frames (sizes may differ). Upload, resize and normalise run on the model's
+        device (see ``pixels``), ``batch_size`` frames per tower call. ``times`` (seconds, one per
+        frame) only feed the M-RoPE t of Qwen2.5-VL's rope_positions.
         """
-        frames = as_frame_list(rgb)
-        if times is not None and len(times) != len(frames):
-            raise ModelError(f"frame_tokens got {len(frames)} frames but {len(times)} times")
+        runs = frame_batches(rgb)
+        n = sum(int(r.shape[0]) for r in runs)
+        if times is not None and len(times) != n:
+            raise ModelError(f"frame_tokens got {n} frames but {len(times)} times")
+        out = []
         with torch.inference_mode():
-            tokens = self._encode(frames)
+            for run in runs:
+                for i in range(0, int(run.shape[0]), self.batch_size):
+                    x = upload_frames(run[i : i + self.batch_size], self.device).permute(0, 3, 1, 2)
+                    out.append(self.tower(self.pixels(x)))
+        tokens = out[0] if len(out) == 1 else torch.cat(out)
         rope = None
         if self.mrope is not None:
             gh, gw = self.grid
             idx = torch.arange(gh * gw)
-            t = torch.zeros(len(frames), dtype=torch.long) if times is None else torch.floor(
+            t = torch.zeros(n, dtype=torch.long) if times is None else torch.floor(
                 torch.tensor(list(times), dtype=torch.float64) * self.mrope.tokens_per_second).long()
-            rope = torch.stack([t[:, None].expand(-1, gh * gw), (idx // gw).expand(len(frames), -1),
-                                (idx % gw).expand(len(frames), -1)], dim=-1)
+            rope = torch.stack([t[:, None].expand(-1, gh * gw), (idx // gw).expand(n, -1),
+                                (idx % gw).expand(n, -1)], dim=-1)
         return VisualTokens(tokens=tokens, grid=self.grid, rope_positions=rope)
 
     # ------------------------------------------------------------------ text

@@ -11,18 +11,27 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
+from streamvid.imageops import interpolation, resize_normalize
 from streamvid.models.base import BaseVideoLLM
 from streamvid.prompt import VisualSlot
+
+
+def preprocess(x: torch.Tensor, video_processor: Any) -> torch.Tensor:
+    """uint8 [B, 3, H, W] (any device) → float32 [B, 3, S, S] there: the video processor's resize (its
+    filter, antialiased) and normalisation; equal to its output with each frame as a 1-frame video."""
+    vp = video_processor
+    size = (int(vp.size["height"]), int(vp.size["width"]))
+    return resize_normalize(x, size, vp.image_mean, vp.image_std, interpolation(vp.resample, x.device))
 
 
 class LlavaOnevisionAdapter(BaseVideoLLM):
     family = "llava_onevision"
 
-    def __init__(self, model: Any, processor: Any, *, name: str, device: str, dtype: torch.dtype) -> None:
-        super().__init__(model, processor, name=name, device=device, dtype=dtype)
+    def __init__(self, model: Any, processor: Any, *, name: str, device: str, dtype: torch.dtype,
+                 batch_size: int | None = None) -> None:
+        super().__init__(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
         cfg = model.config
         side = math.ceil(cfg.vision_config.image_size / cfg.vision_config.patch_size / 2)
         self.grid = (side, side)
@@ -33,12 +42,11 @@ class LlavaOnevisionAdapter(BaseVideoLLM):
         stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id}
         self.stop_token_ids = {int(s) for s in stops if s is not None and s != tok.unk_token_id}
 
-    def pixel_inputs(self, frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Video-processor output with each frame as a 1-frame video: pixel_values_videos [B, 1, 3, S, S]."""
-        out = self.processor.video_processor(videos=[f[None] for f in frames], return_tensors="pt")
-        return {"pixel_values_videos": out["pixel_values_videos"].to(self.device)}
+    def pixels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 [B, 3, H, W] on the device → pixel_values_videos [B, 1, 3, S, S] in the model dtype."""
+        return {"pixel_values_videos": preprocess(x, self.processor.video_processor)[:, None].to(self.dtype)}
 
-    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
-        px = self.pixel_inputs(frames)["pixel_values_videos"].to(self.dtype)
-        feats = self.model.get_video_features(pixel_values_videos=px).pooler_output  # [B, n + 1, d]
+    def tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SigLIP + projector + 2×2 pooling, each frame a 1-frame video: [B, n, d_llm]."""
+        feats = self.model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"]).pooler_output
         return feats[:, :-1]  # drop the per-video image_newline; the prompt adds one per block

@@ -1,39 +1,68 @@
 """Qwen2.5-VL adapter (Qwen2_5_VLForConditionalGeneration).
 
 Each frame is resized to a fixed size (multiples of patch_size · merge_size, default 336×448)
-and given to the model's own image processor as one image, so every frame has the same
-(H/28)×(W/28) grid of merged tokens. In the prompt a block is a video item
-``<|vision_start|><|video_pad|>×n<|vision_end|>`` and its tokens get M-RoPE (t, h, w)
-positions with t from each frame's real time at ``tokens_per_second`` (see streamvid.prompt).
+with the processor's filter (BICUBIC, antialiased), normalised and cut into patches by the
+processor's own ``patchify``, on the model's device, as one image: every frame has the same
+(H/28)×(W/28) grid of merged tokens.
+
+Why one image per frame, not two frames per temporal patch: fed as video, two consecutive frames
+share one ``temporal_patch_size`` = 2 patch, so the tower runs over half the patches (half the
+cost), but it returns one token grid per pair, not per frame: the pair's two frames are mixed
+in the patch embedding, a frame's own tokens no longer exist, and the gate, the per-frame times
+and the memory all work per frame. As an image, a frame is repeated into both temporal slots.
+
+In the prompt a block is a video item ``<|vision_start|><|video_pad|>×n<|vision_end|>`` and its
+tokens get M-RoPE (t, h, w) positions with t from each frame's real time at ``tokens_per_second``
+(see streamvid.prompt).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from streamvid.errors import ModelError
+from streamvid.imageops import interpolation, resize_normalize
 from streamvid.models.base import BaseVideoLLM
 from streamvid.prompt import MRopeSpec, VisualSlot
 
 DEFAULT_FRAME_HW = (336, 448)
 
 
+def preprocess(x: torch.Tensor, image_processor: Any, frame_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [B, 3, H, W] (any device) → (pixel_values float32 [B·gh·gw, C·T·p·p], image_grid_thw long [B, 3]),
+    both on x's device (gh, gw: frame_hw // patch_size).
+
+    The frames are resized to ``frame_hw`` (antialiased, the processor's filter), normalised and cut
+    into patches by the processor's own ``patchify``: equal to the processor's output for the frames
+    at ``frame_hw``.
+    """
+    ip = image_processor
+    px = resize_normalize(x, frame_hw, ip.image_mean, ip.image_std, interpolation(ip.resample, x.device))
+    patches, gh, gw = ip.patchify(px, patch_size=ip.patch_size, merge_size=ip.merge_size,
+                                  temporal_patch_size=ip.temporal_patch_size)
+    grid = torch.tensor([[1, gh, gw]], dtype=torch.long).expand(x.shape[0], 3)
+    return patches.reshape(-1, patches.shape[-1]), grid.to(x.device, non_blocking=True)
+
+
 class Qwen2_5_VLAdapter(BaseVideoLLM):
     family = "qwen2_5_vl"
 
     def __init__(self, model: Any, processor: Any, *, name: str, device: str, dtype: torch.dtype,
-                 frame_hw: tuple[int, int] = DEFAULT_FRAME_HW) -> None:
-        super().__init__(model, processor, name=name, device=device, dtype=dtype)
+                 frame_hw: tuple[int, int] = DEFAULT_FRAME_HW, batch_size: int | None = None) -> None:
+        super().__init__(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
         cfg = model.config
         vc = cfg.vision_config
         unit = vc.patch_size * vc.spatial_merge_size
         h, w = frame_hw
         if h % unit or w % unit or h < unit or w < unit:
             raise ModelError(f"Qwen2.5-VL frame size {frame_hw} must be positive multiples of {unit}")
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        ip = processor.image_processor
+        if smart_resize(h, w, unit, ip.size["shortest_edge"], ip.size["longest_edge"]) != (h, w):
+            raise ModelError(f"Qwen2.5-VL frame size {frame_hw} is outside the processor's min/max pixels")
         self.frame_hw = (int(h), int(w))
         self.grid = (h // unit, w // unit)
         self.mrope = MRopeSpec(tokens_per_second=float(vc.tokens_per_second))
@@ -42,22 +71,13 @@ class Qwen2_5_VLAdapter(BaseVideoLLM):
         stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id}
         self.stop_token_ids = {int(s) for s in stops if s is not None}
 
-    def pixel_inputs(self, frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Processor output for frames resized to ``frame_hw``.
+    def pixels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 [B, 3, H, W] on the device → pixel_values [B·gh·gw, C·T·p·p] (model dtype), image_grid_thw [B, 3]."""
+        patches, grid = preprocess(x, self.processor.image_processor, self.frame_hw)
+        return {"pixel_values": patches.to(self.dtype), "image_grid_thw": grid}
 
-        pixel_values [B·patches, C·T·p·p], image_grid_thw [B, 3]
-        """
-        h, w = self.frame_hw
-        images = [Image.fromarray(f).resize((w, h), Image.BICUBIC) for f in frames]
-        out = self.processor.image_processor(images=images, return_tensors="pt")
-        grid = out["image_grid_thw"]
-        if not bool((grid[:, 1:] == torch.tensor([2 * self.grid[0], 2 * self.grid[1]])).all()):
-            raise ModelError(f"the Qwen2.5-VL processor changed the frame grid to {grid[0].tolist()}; "
-                             f"frame_hw {self.frame_hw} is outside its min/max pixels")
-        return {"pixel_values": out["pixel_values"].to(self.device), "image_grid_thw": grid.to(self.device)}
-
-    def _encode(self, frames: list[np.ndarray]) -> torch.Tensor:
-        px = self.pixel_inputs(frames)
-        feats = self.model.get_image_features(
-            pixel_values=px["pixel_values"].to(self.dtype), image_grid_thw=px["image_grid_thw"]).pooler_output
-        return torch.stack(list(feats))  # [B, n, d]
+    def tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The vision tower + merger: [B, n, d_llm]."""
+        b = inputs["image_grid_thw"].shape[0]
+        out = self.model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+        return out.reshape(b, -1, out.shape[-1])
