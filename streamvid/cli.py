@@ -201,9 +201,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StreamvidError(f"streamvid ui needs the browser app's extra ({exc.name} is not installed): "
                              "pip install 'streamvid[ui]'") from exc
+    import logging
+
+    logging.getLogger("streamvid_ui").setLevel(logging.INFO)  # the server's log: sessions opening and closing
     print(f"Loading models for the {args.preset} preset, then serving http://{args.host}:{args.port}", file=sys.stderr)
     launch(args.host, args.port, args.preset, max_upload_mb=args.max_upload_mb, allowed_dirs=args.allow_dir,
-           stream_every=args.stream_every, **_agent_overrides(args))
+           stream_every=args.stream_every, session_timeout_s=args.session_timeout * 60.0, **_agent_overrides(args))
     return EXIT_OK
 
 
@@ -322,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-every", type=float, default=0.5, help="seconds between webcam frames (default 0.5)")
     p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
                    help="a directory whose videos the player may serve (repeatable)")
+    p.add_argument("--session-timeout", type=float, default=30.0, metavar="MINUTES",
+                   help="free a browser session's memories after this long without activity (default 30)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p.set_defaults(func=cmd_ui, parser=p)
 

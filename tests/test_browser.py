@@ -1,5 +1,7 @@
 """End-to-end in a real browser: headless Chromium's fake camera streams a generated .y4m into the
-app's Live tab; the stats must show frames ingested and an event; a question gets a cited answer.
+app's Live tab; the stats must show frames ingested and an event; a question gets a cited answer;
+Stop holds while the camera streams, until Start. A second browser session sees none of the first
+one's memory (stats, captions, answers, video) and is freed when its page closes.
 
 Needs Debian's chromium (``apt-get install chromium``) and playwright's Python package (no
 ``playwright install``: the browser is the system one). Saves test-artifacts/browser-live.png.
@@ -94,7 +96,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        # A 1 s heartbeat: gradio notices a closed page (and runs the unload event) within about a second.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+               "GRADIO_HEARTBEAT_INTERVAL": "1"}
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streamvid_ui", "--host", "127.0.0.1", "--port", str(self.port),
@@ -147,24 +151,65 @@ def browser(camera_clip):
         b.close()
 
 
+class Pages:
+    """Opens pages on the app, each in its own browser context (its own gradio session); on failure
+    the server log and the pages' console lines are printed."""
+
+    def __init__(self, server: Server, browser) -> None:
+        self.server, self.browser = server, browser
+        self.contexts: list = []
+        self.console: list[str] = []
+
+    def open(self):
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1100})
+        self.contexts.append(context)
+        pg = context.new_page()
+        n = len(self.contexts)
+        pg.on("console", lambda m: self.console.append(f"page {n} {m.type}: {m.text}"))
+        pg.goto(self.server.url, wait_until="load")
+        return pg
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
 @pytest.fixture
-def page(server, browser):
-    """A fresh page on the app; on failure the server log and the page's console are printed."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    pg = context.new_page()
-    console: list[str] = []
-    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    pg.goto(server.url, wait_until="load")
+def pages(server, browser):
+    opened = Pages(server, browser)
     try:
-        yield pg
+        yield opened
     finally:
-        context.close()
+        opened.close()
         # pytest shows captured output only for failing tests, so this costs nothing on success.
         print("---- server log ----\n" + server.log())
-        print("---- browser console ----\n" + "\n".join(console[-100:]))
+        print("---- browser console ----\n" + "\n".join(opened.console[-100:]))
 
 
-def test_live_webcam_stream_answers_with_citations(page) -> None:
+@pytest.fixture
+def page(pages):
+    return pages.open()
+
+
+def ask(page, tab: str, question: str) -> str:
+    """Ask in the ``tab`` ("live" or "video") and return the finished answer bubble's text."""
+    page.locator(f"#sv-{tab}-question textarea").fill(question)
+    page.locator(f"#sv-{tab}-ask").click()
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('#sv-{tab}-chat .bot-row')]"
+        ".some(e => e.innerText.includes('Cited:') || e.innerText.includes('Nothing has been seen'))",
+        timeout=30_000)
+    return page.locator(f"#sv-{tab}-chat .bot-row").last.inner_text().strip()
+
+
+def wait_stat_above(page, key: str, value: float, timeout_ms: int = 15_000) -> None:
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#sv-live-stats [data-key=\"{key}\"]')?.dataset.value || 0) > {value}",
+        timeout=timeout_ms)
+
+
+def test_live_webcam_stream_answers_with_citations(pages) -> None:
+    page = pages.open()
     page.get_by_text("Click to Access Webcam").click()
     page.wait_for_function(
         "() => { const v = document.querySelector('[data-testid=webcam-video]');"
@@ -179,17 +224,13 @@ def test_live_webcam_stream_answers_with_citations(page) -> None:
         " return v('frames_seen') > 0 && v('events') >= 1; }", timeout=60_000)
     frames_before = stat(page, "frames_seen")
 
-    page.locator("#sv-live-question textarea").fill("What did the camera show?")
-    page.locator("#sv-live-ask").click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#sv-live-chat .bot-row')].some(e => e.innerText.includes('Cited:'))",
-        timeout=30_000)
+    answer = ask(page, "live", "What did the camera show?")
     answered_at = time.monotonic()
-    answer = page.locator("#sv-live-chat .bot-row").last.inner_text().strip()
     assert answer and not answer.startswith("…"), "the answer bubble is empty"
-
     assert "Cited: [" in answer, f"the answer cites nothing: {answer!r}"
+    # The citations panel is labelled and shows exactly the answer's citations.
     page.wait_for_selector("#sv-live-citations .sv-cite", timeout=10_000)
+    assert "Cited in the answer" in page.locator("#sv-live-citations").inner_text()
     cites = page.locator("#sv-live-citations .sv-cite")
     span_s = answered_at - streaming_since + 1.0  # push times count from the first frame received
     for i in range(cites.count()):
@@ -197,12 +238,42 @@ def test_live_webcam_stream_answers_with_citations(page) -> None:
         t1 = float(cites.nth(i).get_attribute("data-t-end"))
         assert 0.0 <= t0 <= t1 <= span_s, f"citation {t0}–{t1} s is outside the stream's 0–{span_s:.1f} s"
     shown = re.findall(r"\[\d\d:\d\d:\d\d–\d\d:\d\d:\d\d\]", answer)
-    assert len(shown) == cites.count(), f"the chat lists {shown}, the panel {cites.count()} citations"
+    panel = [cites.nth(i).inner_text().strip() for i in range(cites.count())]
+    assert shown == panel, f"the chat cites {shown}, the panel shows {panel}"
 
     # The camera kept streaming while the answer was generated and after it.
-    page.wait_for_function(
-        f"() => Number(document.querySelector('#sv-live-stats [data-key=\"frames_seen\"]')"
-        f"?.dataset.value || 0) > {frames_before}", timeout=15_000)
+    wait_stat_above(page, "frames_seen", frames_before)
+
+    # A second browser session sees nothing of the first one's memory, and gets no invented answer.
+    other = pages.open()
+    other.wait_for_timeout(2500)  # two stats refreshes
+    assert stat(other, "frames_seen") == 0 and stat(other, "events") == 0
+    assert other.locator("#sv-live-captions textarea").input_value() == ""
+    reply = ask(other, "live", "What did the camera show?")
+    assert "Nothing has been seen yet" in reply and "Cited" not in reply, reply
+    assert other.locator("#sv-live-citations .sv-cite").count() == 0
+    other.get_by_role("tab", name="Video").click()
+    other.locator("#sv-video-question textarea").fill("What is in the video?")
+    other.locator("#sv-video-ask").click()
+    other.wait_for_selector("#sv-video-notice .sv-error", timeout=10_000)
+    assert "no video yet" in other.locator("#sv-video-notice").inner_text()
+    # Closing that page frees its session (gradio's unload event).
+    pages.contexts[-1].close()
+    deadline = time.monotonic() + 20
+    while "ended (the page was closed)" not in pages.server.log() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert "ended (the page was closed)" in pages.server.log()
+
+    # Stop holds while the webcam keeps streaming, until Start.
+    page.locator("#sv-live-stop").click()
+    page.wait_for_function("() => (document.querySelector('#sv-live-stats [data-key=\"status\"]')?.dataset.value"
+                           " || '').startsWith('stopped')", timeout=10_000)
+    stopped_at = stat(page, "frames_seen")
+    ignored = stat(page, "frames_ignored")
+    wait_stat_above(page, "frames_ignored", ignored + 4)  # frames still arrive, and are ignored
+    assert stat(page, "frames_seen") == stopped_at
+    page.locator("#sv-live-start").click()
+    wait_stat_above(page, "frames_seen", stopped_at)
     page.wait_for_timeout(1500)  # one more stats refresh so the screenshot shows current figures
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
@@ -214,11 +285,16 @@ def test_video_upload_indexes_answers_and_citations_seek_the_player(page, make_v
     # A file that is not a video is refused with a message naming it.
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
-    page.locator("#sv-upload input[type=file]").set_input_files(str(notes))
+    page.locator("#sv-upload input[type=file]").set_input_files(str(notes))  # gradio's own upload check
     page.wait_for_function("() => [...document.querySelectorAll('.toast-body')]"
                            ".some(t => t.innerText.includes('notes.txt') && /file type/i.test(t.innerText))",
                            timeout=10_000)
     page.locator(".toast-close").first.click()
+    page.locator("#sv-path textarea, #sv-path input").first.fill(str(notes))  # the app's own check, by path
+    page.locator("#sv-index").click()
+    page.wait_for_function("() => { const t = document.querySelector('#sv-video-notice')?.innerText || '';"
+                           " return t.includes('notes.txt') && /file type/i.test(t); }", timeout=10_000)
+    page.locator("#sv-path textarea, #sv-path input").first.fill("")
 
     page.locator("#sv-upload input[type=file]").set_input_files(str(path))
     page.wait_for_function("() => document.querySelector('#sv-upload')?.innerText.includes('browser_clip')",
@@ -227,6 +303,7 @@ def test_video_upload_indexes_answers_and_citations_seek_the_player(page, make_v
     page.wait_for_function("() => document.querySelector('#sv-progress')?.innerText.includes('done')",
                            timeout=60_000)
     assert page.locator("#sv-timeline img").count() >= 1, "the memory timeline shows no events"
+    assert page.locator("#sv-video-notice .sv-error").count() == 0, "the earlier error is still shown"
 
     page.locator("#sv-video-question textarea").fill("What is shown in the video?")
     page.locator("#sv-video-ask").click()

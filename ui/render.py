@@ -110,6 +110,7 @@ _STAT_ROWS: tuple[tuple[str, str, str], ...] = (
     ("frames_seen", "frames ingested", "int"),
     ("frames_kept", "frames kept", "int"),
     ("dropped_frames", "dropped frames", "int"),
+    ("frames_ignored", "frames ignored while stopped", "int"),
     ("events", "events", "int"),
     ("archived_events", "archived events", "int"),
     ("tokens_in_ram", "tokens in memory", "int"),
@@ -175,25 +176,42 @@ def citations_text(citations: Sequence[Citation]) -> str:
     return "Cited: " + ", ".join(format_span(c.t_start, c.t_end) for c in citations)
 
 
-def format_citations(citations: Sequence[Citation], *, seekable: bool) -> str:
-    """Cited moments as HTML: a thumbnail and the time span each; with ``seekable`` each is a button
-    whose ``data-seek`` (seconds) the page script uses to move the video player there.
+CITATIONS_LABEL = "Cited in the answer"
+
+
+def format_citations(citations: Sequence[Citation] | None, *, seekable: bool) -> str:
+    """The citations panel: under the label "Cited in the answer", the moments the answer cites, a
+    thumbnail and the time span each; with ``seekable`` each is a button whose ``data-seek``
+    (seconds) the page script uses to move the video player there. ``None``: no answer yet, or one
+    still being written (its citations are shown when it is complete).
 
     Every item carries ``data-t-start`` / ``data-t-end`` with the exact seconds."""
+    label = f'<div class="sv-cite-label">{CITATIONS_LABEL}</div>'
+    if citations is None:
+        return (f'<div class="sv-citations-panel">{label}<div class="sv-citations sv-empty">'
+                "No cited moments yet.</div></div>")
     if not citations:
-        return '<div class="sv-citations sv-empty">No cited moments yet.</div>'
+        return (f'<div class="sv-citations-panel">{label}<div class="sv-citations sv-empty">'
+                "No cited moments: the answer cites nothing from memory.</div></div>")
     items = []
     for c in citations:
         uri = thumbnail_data_uri(c.thumbnail)
         img = f'<img src="{uri}" alt="frame at {format_span(c.t_start, c.t_end)}">' if uri else ""
-        label = html.escape(format_span(c.t_start, c.t_end))
+        span = html.escape(format_span(c.t_start, c.t_end))
         attrs = f'class="sv-cite" data-event="{c.event_id}" data-t-start="{c.t_start:.3f}" data-t-end="{c.t_end:.3f}"'
         if seekable:
             items.append(f'<button type="button" {attrs} data-seek="{c.t_start:.3f}" '
-                         f'title="play from {label}">{img}<span>{label}</span></button>')
+                         f'title="play from {span}">{img}<span>{span}</span></button>')
         else:
-            items.append(f"<div {attrs}>{img}<span>{label}</span></div>")
-    return '<div class="sv-citations">' + "".join(items) + "</div>"
+            items.append(f"<div {attrs}>{img}<span>{span}</span></div>")
+    return f'<div class="sv-citations-panel">{label}<div class="sv-citations">' + "".join(items) + "</div></div>"
+
+
+def format_notice(message: str | None) -> str:
+    """A tab's error notice: the message in a red alert box, or nothing (the next success clears it)."""
+    if not message:
+        return ""
+    return f'<div class="sv-error" role="alert">{html.escape(message)}</div>'
 
 
 def timeline_items(events: Sequence[Event]) -> list[tuple[np.ndarray, str]]:
@@ -207,10 +225,11 @@ def timeline_items(events: Sequence[Event]) -> list[tuple[np.ndarray, str]]:
 
 
 def format_progress(name: str, frames_done: int, frames_total: int | None, fps: float, events: int,
-                    finished: bool = False) -> str:
+                    finished: bool = False, partial: bool = False) -> str:
     """One line of indexing progress: frames, percent, rate, events and ETA when the total is known.
 
-    ``frames_total`` is an estimate (duration × fps), so a finished run shows only the frames read."""
+    ``frames_total`` is an estimate (duration × fps), so a finished run shows only the frames read.
+    ``partial``: indexing was cancelled, so the memory holds only the frames read until then."""
     parts = [f"**{html.escape(name)}**:"]
     if frames_total and not finished:  # the total is an estimate from the duration; at the end, the count is exact
         pct = min(100.0, 100.0 * frames_done / frames_total)
@@ -219,7 +238,9 @@ def format_progress(name: str, frames_done: int, frames_total: int | None, fps: 
         parts.append(f"{frames_done:,} frames")
     parts.append(f"{fps:.1f} frames/s")
     parts.append(f"{events:,} events")
-    if finished:
+    if finished and partial:
+        parts.append("cancelled: the index is partial (only these frames are in memory); ask away or Index again")
+    elif finished:
         parts.append("done, ask away")
     elif frames_total and fps > 0:
         left = max(0, frames_total - frames_done) / fps

@@ -1,4 +1,10 @@
-"""The app's agents: one for the live webcam, one for the indexed video, each guarded by a lock.
+"""The app's agents, one set per browser session: a live webcam agent and an indexed-video agent.
+
+Every browser tab is a session (gradio's session hash). ``SessionRegistry`` gives each its own
+``UserSession`` (a ``LiveSession`` and a ``VideoSession``, so its own memories), built around the
+models that ``SharedModelFactory`` loads once. A session is closed, and its memories freed, when
+its tab goes away (gradio's unload event calls ``SessionRegistry.end``) or after
+``idle_timeout_s`` without anything from the user (frames, questions, indexing, buttons).
 
 gradio runs callbacks on worker threads, so a webcam frame, a question, a stats refresh and a
 reset can arrive at once. Each session's lock covers creating, starting, stopping, pushing to
@@ -30,8 +36,11 @@ log = logging.getLogger("streamvid_ui")
 AgentFactory = Callable[[], "StreamAgent"]
 # After this long without a webcam frame the live status reads "waiting for the camera".
 LIVE_IDLE_S = 3.0
-# How long the status line keeps showing the last error (a refused frame, a failed ingestion).
+# How long the status line keeps showing the last error (a refused frame, a failed ingestion) when no
+# frame is accepted after it; an accepted frame clears it at once.
 LIVE_ERROR_SHOW_S = 10.0
+# A session with no user activity for this long is closed and its memories freed.
+DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
 
 
 class SharedModelFactory:
@@ -61,13 +70,16 @@ class SharedModelFactory:
 
 
 class LiveSession:
-    """The webcam's agent: started by the first pushed frame, stopped or reset from the page."""
+    """The webcam's agent: started by the first pushed frame. ``stop()`` stops ingesting until
+    ``start()``: frames the webcam keeps sending meanwhile are counted and dropped."""
 
     def __init__(self, factory: AgentFactory, clock: Callable[[], float] = time.monotonic) -> None:
         self._factory = factory
         self._clock = clock
         self._lock = threading.Lock()
         self._agent: StreamAgent | None = None
+        self.stopped = False
+        self.frames_ignored = 0
         self.meter = RateMeter(window_s=5.0)
         self.frames_received = 0
         self.last_frame_at: float | None = None
@@ -93,37 +105,57 @@ class LiveSession:
     def push(self, rgb: np.ndarray | None) -> bool:
         """Give one webcam frame (H×W×3 uint8 RGB) to the agent, starting ingestion if it is not running.
 
-        Returns False for no frame. Never waits for an answer. Errors are raised, and kept in
-        ``last_error`` for the status line (a streaming callback has no other way to reach the page).
+        Returns False for no frame, or while stopped (the frame is dropped and counted in
+        ``frames_ignored``). Never waits for an answer. Errors are raised, and kept in ``last_error``
+        for the status line (a streaming callback has no other way to reach the page); an accepted
+        frame clears the error.
         """
         if rgb is None:
             return False
         try:
             with self._lock:
+                if self.stopped:
+                    self.frames_ignored += 1
+                    return False
                 agent = self._agent_locked()
                 if not agent.is_running:
                     agent.start()
                 agent.push(rgb)
                 self.frames_received += 1
                 self.last_frame_at = self._clock()
+                self.last_error = None
         except StreamvidError as exc:
             self._note_error(exc)
             raise
         return True
 
     def stop(self) -> dict[str, Any] | None:
-        """Stop ingesting (the open event closes, memory stays); the next frame starts again."""
+        """Stop ingesting until ``start()`` (the open event closes, memory stays), however many frames
+        the webcam keeps sending. Returns the agent's stats, or None when nothing had started."""
+        with self._lock:  # pushes wait for the lock, so no frame slips in between
+            try:
+                return None if self._agent is None else self._agent.stop()
+            finally:
+                self.stopped = True  # set last: the status says "stopped" once the memory is final
+
+    def start(self) -> None:
+        """Ingest again: the next webcam frame restarts the agent over the same memory."""
         with self._lock:
-            if self._agent is None:
-                return None
-            return self._agent.stop()
+            self.stopped = False
+
+    def has_memory(self) -> bool:
+        """Whether any frame has been written to the live memory (so a question has something to read)."""
+        agent = self._agent
+        return agent is not None and int(agent.memory.stats()["frames_kept"]) > 0
 
     def reset(self) -> None:
-        """Forget everything: close the agent; the next frame or question builds a fresh one."""
+        """Forget everything: close the agent; the next frame or question builds a fresh one. A stopped
+        session stays stopped."""
         with self._lock:
             agent, self._agent = self._agent, None
             self.meter = RateMeter(window_s=5.0)
             self.frames_received = 0
+            self.frames_ignored = 0
             self.last_frame_at = None
             self.last_ttft_ms = None
             self.last_error = None
@@ -150,6 +182,8 @@ class LiveSession:
     def status(self) -> str:
         if self.last_error and self._clock() - self.last_error_at <= LIVE_ERROR_SHOW_S:
             return f"error: {self.last_error}"
+        if self.stopped:
+            return "stopped (press Start to ingest)"
         agent = self._agent
         if agent is None or not agent.is_running:
             return "idle"
@@ -161,7 +195,7 @@ class LiveSession:
         """Memory stats plus ingest fps, dropped frames, last time to first token and a status word."""
         agent = self._agent
         out: dict[str, Any] = {"status": self.status(), "last_ttft_ms": self.last_ttft_ms,
-                               "frames_received": self.frames_received}
+                               "frames_received": self.frames_received, "frames_ignored": self.frames_ignored}
         if agent is None:
             return out
         mem = agent.memory.stats()
@@ -189,9 +223,11 @@ class IndexJob:
     final_stats: dict[str, Any] | None = None
     thread: threading.Thread | None = None
     source: Any = None
+    cancelled: bool = False
 
     def cancel(self) -> None:
-        """Stop reading the video; what was indexed so far stays in memory."""
+        """Stop reading the video; what was indexed so far stays in memory (a partial index)."""
+        self.cancelled = True
         if self.source is not None:
             self.source.close()
 
@@ -245,8 +281,11 @@ class VideoSession:
         try:
             job.final_stats = job.agent.ingest(src, progress=False)
         except BaseException as exc:  # shown on the page by the polling callback
-            log.exception("indexing %s failed", job.name)
-            job.error = exc
+            if job.cancelled and isinstance(exc, StreamvidError):  # the source closed under the reader: a cancel
+                log.info("indexing %s cancelled: %s", job.name, exc)
+            else:
+                log.exception("indexing %s failed", job.name)
+                job.error = exc
         finally:
             job.done.set()
 
@@ -273,3 +312,109 @@ class VideoSession:
             job.thread.join(timeout=10)
         if agent is not None:
             agent.close()
+
+
+class UserSession:
+    """One browser session's agents: its live memory and its indexed video, nobody else's."""
+
+    def __init__(self, session_id: str, factory: AgentFactory, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id = session_id
+        self.live = LiveSession(factory, clock=clock)
+        self.video = VideoSession(factory)
+        self._clock = clock
+        self.last_active = clock()
+
+    def touch(self) -> None:
+        """Note user activity now (keeps the session from timing out)."""
+        self.last_active = self._clock()
+
+    def idle_s(self) -> float:
+        return self._clock() - self.last_active
+
+    def busy(self) -> bool:
+        """Whether work is going on that counts as activity: a video being indexed."""
+        job = self.video.job
+        return job is not None and not job.done.is_set()
+
+    def close(self) -> None:
+        """Stop both agents and free their memories."""
+        try:
+            self.live.close()
+        finally:
+            self.video.close()
+
+
+class SessionRegistry:
+    """The ``UserSession`` of each browser session, by id (gradio's session hash).
+
+    ``get`` builds a session on first use; ``end`` closes one (its tab went away); ``sweep`` closes
+    those idle for longer than ``idle_timeout_s`` (a session indexing a video is not idle). With
+    ``sweep_every_s`` a daemon thread sweeps on its own until ``close``.
+    """
+
+    def __init__(self, factory: AgentFactory, *, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+                 sweep_every_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if idle_timeout_s <= 0:
+            raise StreamvidError(f"the session idle timeout must be > 0 seconds, got {idle_timeout_s}")
+        self._factory = factory
+        self.idle_timeout_s = float(idle_timeout_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, UserSession] = {}
+        self._closed = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if sweep_every_s is not None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, args=(float(sweep_every_s),),
+                                             name="streamvid-ui-sessions", daemon=True)
+            self._sweeper.start()
+
+    def get(self, session_id: str, *, create: bool = True) -> UserSession | None:
+        """The session ``session_id``, built on first use when ``create``; None when absent and not ``create``."""
+        with self._lock:
+            if self._closed.is_set():
+                raise StreamvidError("the app is shutting down")
+            session = self._sessions.get(session_id)
+            if session is None and create:
+                session = self._sessions[session_id] = UserSession(session_id, self._factory, clock=self._clock)
+                log.info("session %s started (%d open)", session_id[:8], len(self._sessions))
+            return session
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def end(self, session_id: str, reason: str = "ended") -> bool:
+        """Close ``session_id`` and free its memories; False when there was no such session."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        try:
+            session.close()
+        except StreamvidError as exc:  # a background error surfaced while stopping: the memories are freed anyway
+            log.warning("session %s: %s", session_id[:8], exc)
+        log.info("session %s %s: its memories were freed (%d open)", session_id[:8], reason, len(self._sessions))
+        return True
+
+    def sweep(self) -> list[str]:
+        """Close the sessions idle for longer than the timeout; returns their ids."""
+        with self._lock:
+            stale = [sid for sid, s in self._sessions.items() if s.idle_s() > self.idle_timeout_s and not s.busy()]
+        return [sid for sid in stale if self.end(sid, reason=f"timed out after {self.idle_timeout_s:.0f} s idle")]
+
+    def _sweep_loop(self, every_s: float) -> None:
+        while not self._closed.wait(every_s):
+            try:
+                self.sweep()
+            except Exception:  # keep sweeping; a failure to close one session must not stop the others'
+                log.exception("closing idle sessions failed")
+
+    def close(self) -> None:
+        """Close every session and stop sweeping."""
+        self._closed.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
