@@ -23,12 +23,12 @@ to 2048 px with LANCZOS (ringing) and then shrinks; one direct resize does not r
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from media import REPO
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
@@ -38,6 +38,7 @@ from streamvid.imageops import interpolation
 from streamvid.models import llava_onevision, qwen2_5_vl, shared_models_root, smolvlm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.mp4"  # the project's own demo clip
 
 SMOL_DIR = shared_models_root() / "HuggingFaceTB__SmolVLM-256M-Instruct"
 QWEN_DIR = shared_models_root() / "Qwen__Qwen2.5-VL-3B-Instruct"
@@ -47,7 +48,7 @@ needs_shared = pytest.mark.skipif(not SMOL_DIR.is_dir() or not QWEN_DIR.is_dir()
 
 def clip_frames() -> list[np.ndarray]:
     """Real footage at its own size (480×270), enlarged to 720p, a small crop, and noise (the hardest case)."""
-    cap = cv2.VideoCapture(str(REPO / "assets" / "sample.mp4"))
+    cap = cv2.VideoCapture(str(SAMPLE))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 120)
     ok, bgr = cap.read()
     cap.release()
