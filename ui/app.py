@@ -168,9 +168,15 @@ class StreamvidApp:
 
     def reset_live(self, request: gr.Request | None = None) -> tuple[str, str, list[Message], str, str]:
         """Forget the session's live memory: (stats, captions, chat, citations, notice)."""
-        self.session(request).live.reset()
+        notice = None
+        try:
+            self.session(request).live.reset()
+        except StreamvidError as exc:  # a background error surfaced while stopping; the memory is gone anyway
+            notice = str(exc)
+        except Exception as exc:
+            notice = _unexpected(exc, "resetting")
         stats, captions = self.refresh_live(request)
-        return stats, captions, [], format_citations(None, seekable=False), format_notice(None)
+        return stats, captions, [], format_citations(None, seekable=False), format_notice(notice)
 
     def ask_live(self, question: str, history: list[Message] | None,
                  request: gr.Request | None = None) -> Iterator[tuple[list[Message], str, str, str]]:
@@ -364,7 +370,7 @@ class StreamvidApp:
                                            allow_preview=True, object_fit="cover")
         c["index"].click(self.index_video, inputs=[c["upload"], c["path"]],
                          outputs=[c["progress"], c["player"], c["timeline"], c["chat"], c["citations"], c["notice"]],
-                         concurrency_limit=1, concurrency_id="video-index")
+                         concurrency_limit=4, concurrency_id="video-index")  # mostly waits on the session's indexer
         c["cancel"].click(self.cancel_index, outputs=[c["progress"]], queue=False)
         for trigger in (c["question"].submit, c["ask"].click):
             trigger(self.ask_video, inputs=[c["question"], c["chat"]],
