@@ -94,8 +94,9 @@ def check_event_tensors(tensors: dict[str, torch.Tensor], *, token_dim: int, key
         raise ValueError(f"keys are not {key_dim}-d")
     if len(tensors["frame_keys"]) != len(tensors["frame_times"]) or len(tensors["frame_times"]) == 0:
         raise ValueError("frame keys and frame times differ in length (or are empty)")
-    if not bool(torch.isfinite(tensors["token_times"]).all()) or not bool(torch.isfinite(tensors["frame_times"]).all()):
-        raise ValueError("times are not finite")
+    for name in ("tokens", "token_times", "token_sizes", "key", "frame_keys", "frame_times"):
+        if name in tensors and not bool(torch.isfinite(tensors[name]).all()):
+            raise ValueError(f"array {name!r} holds values that are not finite")
 
 
 def event_from_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> Event:
@@ -289,8 +290,8 @@ def _read_rows(path: Path, name: str) -> list[tuple]:
                               "FROM events ORDER BY id").fetchall()
         finally:
             db.close()
-    except sqlite3.Error as e:
-        raise MemoryFormatError(f"{name} is damaged (sqlite3: {e})") from e
+    except (sqlite3.Error, ValueError) as e:  # ValueError: text that is not UTF-8
+        raise MemoryFormatError(f"{name} is damaged ({type(e).__name__}: {e})") from e
     for row in rows:
         ok = all(isinstance(v, t) or (t is float and isinstance(v, int)) for v, t in zip(row, _ROW_TYPES, strict=True))
         if not ok or not (math.isfinite(row[1]) and math.isfinite(row[2])) or min(row[0], row[3], row[4], row[6],

@@ -433,8 +433,12 @@ class MemoryBank:
                              seed=self.config.seed)
             try:
                 index.load_bytes(restored.index)
+                keys, ids = index.vectors()
             except Exception as e:  # faiss raises RuntimeError for any damage
                 raise StateError("index", f"{type(e).__name__}: {e}") from e
+            if not np.isfinite(keys).all() or (len(ids) and not 0 <= int(ids.min()) <= int(ids.max())
+                                               < len(restored.table_state) << SLOT_BITS):
+                raise StateError("index", "it holds keys that are not finite or ids of no event")
             segmenter = EventSegmenter(min_frames=self.config.segment_min_frames,
                                        max_frames=self.config.segment_max_frames, z=self.config.segment_z,
                                        window=self.config.segment_window,
@@ -697,6 +701,8 @@ def _tensor(tensors: dict[str, torch.Tensor], name: str, dtype: torch.dtype | No
     t = tensors[name]
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name!r} is not a tensor")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"array {name!r} holds values that are not finite")
     dtype_ok = t.is_floating_point() if dtype is None else t.dtype == dtype
     if not dtype_ok or t.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape,
                                                                                             strict=True)):
