@@ -317,3 +317,46 @@ def test_real_size_smolvlm_256m(real_smol):
     assert [s.length for s in inputs.visual_segments()] == [64, 64]
     stream = llm.generate(inputs, max_new_tokens=4)
     assert "".join(stream) == stream.text and stream.stats.new_tokens <= 4
+
+
+def test_families_register_themselves_and_tiny_configs_are_package_data():
+    from importlib import resources
+
+    from streamvid.models import families
+    from streamvid.models.tiny import tiny_names, tiny_spec
+
+    assert set(FAMILIES) <= set(families())
+    assert set(tiny_names()) == set(FAMILIES)
+    assert (resources.files("streamvid.models") / "model_configs" / "tiny-smolvlm.json").is_file()
+    for name in tiny_names():
+        assert tiny_spec(name)["family"] in families()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_configs_token_ids_match_their_tokenizers(tiny, family):
+    llm = tiny[family]
+    tok, cfg = llm.tokenizer, llm.model.config
+    names = {"smolvlm": {"image_token_id": "<image>"},
+             "qwen2_5_vl": {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+                            "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"},
+             "llava_onevision": {"image_token_id": "<image>", "video_token_id": "<video>"}}[family]
+    for field, token in names.items():
+        assert getattr(cfg, field) == tok.convert_tokens_to_ids(token), field
+
+
+def test_a_family_added_in_one_place_is_found_by_its_architecture(monkeypatch, tmp_path):
+    from streamvid.models import registry
+    from streamvid.models.smolvlm import SmolVLMAdapter
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry.families()))
+    fam = registry.register_family(registry.ModelFamily(
+        name="my_vlm", adapter=SmolVLMAdapter, architectures=("MyVLMForConditionalGeneration",),
+        model_types=("my_vlm",)))
+    assert registry.family_for_config({"architectures": ["MyVLMForConditionalGeneration"]}) is fam
+    assert registry.family_for_config({"model_type": "my_vlm"}) is fam
+    assert registry.get_family("my_vlm") is fam
+    with pytest.raises(ModelError, match="registered twice"):
+        registry.register_family(registry.ModelFamily(name="my_vlm", adapter=SmolVLMAdapter, architectures=(),
+                                                      model_types=()))
+    with pytest.raises(ModelError, match="unknown model family 'nope'"):
+        registry.get_family("nope")

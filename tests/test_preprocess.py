@@ -131,9 +131,9 @@ def test_qwen_pixels_equal_its_processor():
 
 
 def test_qwen_batch_lays_frames_out_one_after_another():
-    from streamvid.models.tiny import tiny_qwen2_5_vl
+    from streamvid.models.tiny import build_tiny
 
-    _, proc = tiny_qwen2_5_vl()
+    _, _, proc, _ = build_tiny("qwen2_5_vl")
     f = clip_frames()[0]
     x = torch.from_numpy(np.stack([f, f[::-1].copy()])).permute(0, 3, 1, 2)
     both, grid = qwen2_5_vl.preprocess(x, proc.image_processor, (112, 112))
@@ -142,13 +142,10 @@ def test_qwen_batch_lays_frames_out_one_after_another():
     torch.testing.assert_close(both[64:], one, rtol=0, atol=0)
 
 
+@needs_shared
 @pytest.mark.parametrize("size", [112, 384])
 def test_llava_onevision_pixels_equal_its_video_processor(size):
-    from streamvid.models.paths import shared_model_dir
-    from streamvid.models.tiny import QWEN_DIR as QWEN_NAME
-    from streamvid.models.tiny import llava_onevision_processor
-
-    vp = llava_onevision_processor(shared_model_dir(QWEN_NAME), size).video_processor
+    vp = llava_onevision.load_processor(QWEN_DIR, image_size=size).video_processor
     for f in clip_frames():
         ours = llava_onevision.preprocess(chw(f), vp)
         ref = vp(videos=[f[None]], return_tensors="pt")["pixel_values_videos"][:, 0]

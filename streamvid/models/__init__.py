@@ -3,14 +3,17 @@
 ``load_video_llm(model)`` accepts
 
 * ``"tiny:smolvlm" | "tiny:qwen2_5_vl" | "tiny:llava_onevision"`` — the real architecture classes
-  at tiny sizes with seeded random weights, built in-process (see streamvid.models.tiny);
+  at tiny sizes with seeded random weights, built in-process from the JSON configs in
+  ``model_configs/`` (see streamvid.models.tiny);
 * a local directory holding a Hugging Face model (``config.json`` names the architecture);
   with ``random_weights=True`` only its config/tokenizer files are needed and the model is
   built at real size with seeded random weights (``config_overrides`` can cut layer counts);
 * a hub id (``owner/name``) found in the Hugging Face cache, or downloaded when the hub is
   reachable and ``HF_HUB_OFFLINE`` is not set. Otherwise ModelError says how to get it.
 
-Nothing is imported from transformers or downloaded until a model is loaded.
+The family (adapter, processor, config recognition) comes from streamvid.models.registry, where
+each adapter file registers itself. Nothing is imported from transformers or downloaded until a
+model is loaded.
 """
 
 from __future__ import annotations
@@ -26,37 +29,21 @@ from streamvid.errors import ConfigError, ModelError
 from streamvid.hub import hub_offline, hub_reachable
 from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
 from streamvid.models.paths import shared_model_dir, shared_models_root
-from streamvid.models.tiny import TINY_BUILDERS, TINY_FAMILIES
+from streamvid.models.registry import ModelFamily, families, family_for_config
+from streamvid.models.tiny import build_tiny, tiny_files_present
 
-ARCHITECTURES = {
-    "Idefics3ForConditionalGeneration": "smolvlm",
-    "SmolVLMForConditionalGeneration": "smolvlm",
-    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
-    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
-}
-MODEL_TYPES = {"idefics3": "smolvlm", "smolvlm": "smolvlm", "qwen2_5_vl": "qwen2_5_vl",
-               "llava_onevision": "llava_onevision"}
 # Scaled-dot-product attention (PyTorch's fused kernels: flash / memory-efficient on CUDA) in every tower and LM.
 ATTENTION = "sdpa"
 
 __all__ = [
-    "ARCHITECTURES", "BaseVideoLLM", "GenerationStats", "TextStream", "VideoLLM", "VisualTokens",
-    "detect_family", "load_video_llm", "model_available", "resolve_model_dir", "shared_model_dir", "shared_models_root",
+    "BaseVideoLLM", "GenerationStats", "ModelFamily", "TextStream", "VideoLLM", "VisualTokens", "detect_family",
+    "families", "load_video_llm", "model_available", "resolve_model_dir", "shared_model_dir", "shared_models_root",
 ]
 
 
 def detect_family(config: dict[str, Any], where: str = "") -> str:
-    """Adapter family from a config.json dict (``architectures``, then ``model_type``)."""
-    for arch in config.get("architectures") or []:
-        if arch in ARCHITECTURES:
-            return ARCHITECTURES[arch]
-    if config.get("model_type") in MODEL_TYPES:
-        return MODEL_TYPES[config["model_type"]]
-    found = ", ".join(config.get("architectures") or []) or config.get("model_type") or "nothing"
-    raise ModelError(
-        f"unsupported architecture {found}{' in ' + where if where else ''}; streamvid supports "
-        f"{', '.join(ARCHITECTURES)}"
-    )
+    """Adapter family name from a config.json dict (``architectures``, then ``model_type``)."""
+    return family_for_config(config, where).name
 
 
 def _how_to_get(model: str) -> str:
@@ -74,14 +61,7 @@ def model_available(model: str, timeout: float = 3.0) -> bool:
     present, a local model directory, a hub id in the cache, or a hub id while the hub is reachable
     and HF_HUB_OFFLINE is unset. Quick (one bounded TCP connect at most); never downloads."""
     if model.startswith("tiny:"):
-        from streamvid.models.tiny import QWEN_DIR, SMOL_DIR
-
-        folder = SMOL_DIR if model == "tiny:smolvlm" else QWEN_DIR
-        try:
-            root = shared_models_root()
-        except ModelError:  # STREAMVID_SHARED is not set
-            return False
-        return model[5:] in TINY_BUILDERS and (root / folder / "config.json").is_file()
+        return tiny_files_present(model[5:])
     if (Path(model).expanduser() / "config.json").is_file():
         return True
     if len(model.split("/")) != 2:
@@ -138,23 +118,6 @@ def _set_dotted(config: Any, key: str, value: Any) -> None:
         obj.layer_types = obj.layer_types[:value] + obj.layer_types[-1:] * max(0, value - len(obj.layer_types))
 
 
-def _build_adapter(family: str, model: Any, processor: Any, name: str, device: str, dtype: torch.dtype,
-                   frame_hw: tuple[int, int] | None, batch_size: int | None) -> BaseVideoLLM:
-    model = model.to(device=device, dtype=dtype)
-    if family == "smolvlm":
-        from streamvid.models.smolvlm import SmolVLMAdapter
-
-        return SmolVLMAdapter(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
-    if family == "qwen2_5_vl":
-        from streamvid.models.qwen2_5_vl import DEFAULT_FRAME_HW, Qwen2_5_VLAdapter
-
-        return Qwen2_5_VLAdapter(model, processor, name=name, device=device, dtype=dtype,
-                                 frame_hw=frame_hw or DEFAULT_FRAME_HW, batch_size=batch_size)
-    from streamvid.models.llava_onevision import LlavaOnevisionAdapter
-
-    return LlavaOnevisionAdapter(model, processor, name=name, device=device, dtype=dtype, batch_size=batch_size)
-
-
 def _from_config(config: Any, seed: int, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForImageTextToText
     from transformers.initialization import no_init_weights
@@ -197,40 +160,31 @@ def load_video_llm(
         raise ConfigError("config_overrides only apply with random_weights=True or a tiny: model")
 
     if model.startswith("tiny:"):
-        family = model.split(":", 1)[1]
-        if family not in TINY_BUILDERS:
-            raise ModelError(f"unknown tiny model {model!r}; choose one of "
-                             f"{', '.join('tiny:' + f for f in TINY_FAMILIES)}")
-        config, processor = TINY_BUILDERS[family]()
+        family, config, processor, options = build_tiny(model.split(":", 1)[1])
         for key, value in (config_overrides or {}).items():
             _set_dotted(config, key, value)
         net = _from_config(config, seed, torch_dtype)
-        hw = frame_hw or ((112, 112) if family == "qwen2_5_vl" else None)
-        return _build_adapter(family, net, processor, model, device, torch_dtype, hw, batch_size)
+    else:
+        model_dir = resolve_model_dir(model)
+        with open(model_dir / "config.json", encoding="utf-8") as f:
+            family = family_for_config(json.load(f), str(model_dir))
+        from transformers import AutoConfig, AutoModelForImageTextToText
 
-    model_dir = resolve_model_dir(model)
-    with open(model_dir / "config.json", encoding="utf-8") as f:
-        family = detect_family(json.load(f), str(model_dir))
-
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    try:
-        if family == "llava_onevision":
-            from streamvid.models.tiny import LLAVA_OV_CHAT_TEMPLATE
-
-            processor = AutoProcessor.from_pretrained(model_dir)
-            processor.chat_template = LLAVA_OV_CHAT_TEMPLATE
-        else:
-            processor = AutoProcessor.from_pretrained(model_dir)
-        if random_weights:
-            config = AutoConfig.from_pretrained(model_dir)
-            for key, value in (config_overrides or {}).items():
-                _set_dotted(config, key, value)
-            net = _from_config(config, seed, torch_dtype)
-        else:
-            net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch_dtype,
-                                                              attn_implementation=ATTENTION)
-    except (OSError, ValueError, KeyError) as err:
-        hint = "" if random_weights else " (only config/tokenizer files? pass random_weights=True)"
-        raise ModelError(f"cannot load model {model} from {model_dir}: {err}{hint}") from err
-    return _build_adapter(family, net, processor, model, device, torch_dtype, frame_hw, batch_size)
+        options = {}
+        try:
+            processor = family.load_processor(model_dir)
+            if random_weights:
+                config = AutoConfig.from_pretrained(model_dir)
+                for key, value in (config_overrides or {}).items():
+                    _set_dotted(config, key, value)
+                net = _from_config(config, seed, torch_dtype)
+            else:
+                net = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch_dtype,
+                                                                  attn_implementation=ATTENTION)
+        except (OSError, ValueError, KeyError) as err:
+            hint = "" if random_weights else " (only config/tokenizer files? pass random_weights=True)"
+            raise ModelError(f"cannot load model {model} from {model_dir}: {err}{hint}") from err
+    if frame_hw is not None and "frame_hw" in family.adapter_options:
+        options["frame_hw"] = frame_hw
+    return family.adapter(net.to(device=device, dtype=torch_dtype), processor, name=model, device=device,
+                          dtype=torch_dtype, batch_size=batch_size, **options)

@@ -4,18 +4,59 @@ Frames take the model's video path: the video processor resizes each to the towe
 input, SigLIP + projector give (S/p)² tokens, and 2×2 bilinear pooling leaves a
 ceil(S/p/2)² grid (14×14 = 196 for the 384² 7B model). The learned ``image_newline`` the
 model appends after a video is appended after each block in the prompt.
+
+LLaVA-OneVision's own hub chat template writes every visual item of a turn before its text, which
+would separate each block from its time label; ``CHAT_TEMPLATE`` keeps the order of the content
+list in the same ChatML format and replaces it on load.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from streamvid.imageops import interpolation, resize_normalize
 from streamvid.models.base import BaseVideoLLM
+from streamvid.models.registry import ModelFamily, auto_processor, register_family
 from streamvid.prompt import VisualSlot
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>{% elif content['type'] == 'video' %}<video>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def load_processor(model_dir: str | Path, image_size: int | None = None) -> Any:
+    """The folder's LLaVA-OneVision processor with ``CHAT_TEMPLATE``.
+
+    image_size: instead build one around the folder's (Qwen2) tokenizer, with <image>/<video> added,
+    for a square tower input of this many pixels (how the tiny model uses Qwen2.5-VL's files).
+    """
+    if image_size is None:
+        processor = auto_processor(model_dir)
+        processor.chat_template = CHAT_TEMPLATE
+        return processor
+    from transformers import AutoTokenizer, LlavaOnevisionImageProcessor, LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    size = {"height": image_size, "width": image_size}
+    return LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[image_size, image_size]]),
+        tokenizer=tok, video_processor=LlavaOnevisionVideoProcessor(size=size),
+        num_image_tokens=(image_size // 14) ** 2, vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
+    )
 
 
 def preprocess(x: torch.Tensor, video_processor: Any) -> torch.Tensor:
@@ -50,3 +91,9 @@ class LlavaOnevisionAdapter(BaseVideoLLM):
         """SigLIP + projector + 2×2 pooling, each frame a 1-frame video: [B, n, d_llm]."""
         feats = self.model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"]).pooler_output
         return feats[:, :-1]  # drop the per-video image_newline; the prompt adds one per block
+
+
+FAMILY = register_family(ModelFamily(
+    name="llava_onevision", adapter=LlavaOnevisionAdapter, architectures=("LlavaOnevisionForConditionalGeneration",),
+    model_types=("llava_onevision",), load_processor=load_processor,
+))

@@ -25,6 +25,7 @@ import torch
 from streamvid.errors import ModelError
 from streamvid.imageops import interpolation, resize_normalize
 from streamvid.models.base import BaseVideoLLM
+from streamvid.models.registry import ModelFamily, register_family
 from streamvid.prompt import MRopeSpec, VisualSlot
 
 DEFAULT_FRAME_HW = (336, 448)
@@ -81,3 +82,9 @@ class Qwen2_5_VLAdapter(BaseVideoLLM):
         b = inputs["image_grid_thw"].shape[0]
         out = self.model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
         return out.reshape(b, -1, out.shape[-1])
+
+
+FAMILY = register_family(ModelFamily(
+    name="qwen2_5_vl", adapter=Qwen2_5_VLAdapter, architectures=("Qwen2_5_VLForConditionalGeneration",),
+    model_types=("qwen2_5_vl",), adapter_options=("frame_hw",),
+))

@@ -17,6 +17,7 @@ import torch
 
 from streamvid.imageops import interpolation, resize_normalize
 from streamvid.models.base import BaseVideoLLM
+from streamvid.models.registry import ModelFamily, register_family
 from streamvid.prompt import VisualSlot
 
 
@@ -64,3 +65,10 @@ class SmolVLMAdapter(BaseVideoLLM):
         inner = self.model.model
         hidden = inner.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
         return inner.connector(hidden)
+
+
+FAMILY = register_family(ModelFamily(
+    name="smolvlm", adapter=SmolVLMAdapter,
+    architectures=("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"),
+    model_types=("idefics3", "smolvlm"),
+))
