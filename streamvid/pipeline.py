@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from streamvid.compress.gate import FrameGate
-from streamvid.compress.merge import compress_frame
+from streamvid.compress.merge import compress_frames
 from streamvid.compress.pregate import Change, PreGate
 from streamvid.config import AgentConfig
 from streamvid.segment import ShotDetector
@@ -128,6 +128,7 @@ class GatedBatch:
     verdicts: list[Change]
     cuts: set[int] = field(default_factory=set)
     fading: set[int] = field(default_factory=set)
+    pixels: Any = None  # after the upload stage: uint8 [n_passed, H, W, 3] on the model's device, or a list
 
 
 @dataclass
@@ -181,11 +182,28 @@ class FramePipeline:
 
     def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
         """(name, function) of each stage in order; chained, they are :meth:`process`."""
-        return [("pregate", self.pregate_stage), ("device", self.device_stage), ("compress", self.compress_stage)]
+        return [("pregate", self.pregate_stage), ("upload", self.upload_stage), ("device", self.device_stage),
+                ("compress", self.compress_stage)]
 
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         """Frames in source order → kept frames (tokenized, compressed) and runs of dropped ones, in order."""
-        return self.compress_stage(self.device_stage(self.pregate_stage(frames)))
+        return self.compress_stage(self.device_stage(self.upload_stage(self.pregate_stage(frames))))
+
+    def upload_stage(self, batch: GatedBatch) -> GatedBatch:
+        """The frames the pre-gate passed → one uint8 [n, H, W, 3] tensor on the model's device (from
+        pinned memory, non-blocking, on CUDA), so the copy overlaps the device's work on the batch
+        before. Frames of different sizes in one batch stay a list (the encoders group them)."""
+        frames = [batch.frames[i].rgb for i, v in enumerate(batch.verdicts) if v.passes]
+        if not frames:
+            return batch
+        with self.timer.stage("upload", len(frames)):
+            if len({f.shape for f in frames}) > 1:
+                batch.pixels = frames
+            else:
+                from streamvid.device import upload_frames
+
+                batch.pixels = upload_frames(np.stack(frames), getattr(self.llm, "device", "cpu"))
+        return batch
 
     def pregate_stage(self, frames: Sequence[Frame]) -> GatedBatch:
         """Pixel checks on every frame (CPU, cheap): shot changes, and the pre-gate's block-wise change
@@ -211,9 +229,10 @@ class FramePipeline:
         passed = [i for i, v in enumerate(batch.verdicts) if v.passes]
         out = EncodedBatch(frames, [], cuts=batch.cuts, fading=batch.fading)
         keys = None
+        pixels = batch.pixels if batch.pixels is not None else [frames[i].rgb for i in passed]
         if passed:
             with self.timer.stage("key", len(passed)):
-                keys = self.encoder.encode_frames([frames[i].rgb for i in passed])
+                keys = encode_keys(self.encoder, pixels)
         with self.timer.stage("gate", len(frames)):
             j = 0
             for i, verdict in enumerate(batch.verdicts):
@@ -231,8 +250,15 @@ class FramePipeline:
         kept = [s for s in out.steps if isinstance(s, int)]
         self.frames_kept += len(kept)
         if kept:
+            row = {i: j for j, i in enumerate(passed)}  # frame index → row of ``pixels``
+            rows = [row[i] for i in kept]
+            if isinstance(pixels, torch.Tensor):
+                every = rows == list(range(len(passed)))
+                chosen = pixels if every else pixels.index_select(0, torch.tensor(rows, device=pixels.device))
+            else:
+                chosen = [pixels[r] for r in rows]
             with self.timer.stage("vision", len(kept)):
-                visual = self.llm.frame_tokens([frames[i].rgb for i in kept], times=[frames[i].t for i in kept])
+                visual = self.llm.frame_tokens(chosen, times=[frames[i].t for i in kept])
             out.tokens, out.grid = visual.tokens, visual.grid
         return out
 
@@ -243,12 +269,14 @@ class FramePipeline:
             return list(batch.steps)
         tokenized: dict[int, KeptFrame] = {}
         with self.timer.stage("compress", len(kept)):
+            full_tokens = batch.tokens
+            if self._last_tokens is not None and self._last_tokens.shape != full_tokens.shape[1:]:
+                self._last_tokens = None  # the grid changed (new resolution): start over
+            compressed = compress_frames(full_tokens, self._last_tokens, self.config.tau_temporal,
+                                         self.config.tokens_per_frame)
+            self._last_tokens = full_tokens[-1]
             for j, i in enumerate(kept):
-                full = batch.tokens[j]
-                if self._last_tokens is not None and self._last_tokens.shape != full.shape:
-                    self._last_tokens = None  # the grid changed (new resolution): start over
-                c = compress_frame(full, self._last_tokens, self.config.tau_temporal, self.config.tokens_per_frame)
-                self._last_tokens = full
+                full, c = full_tokens[j], compressed[j]
                 frame = batch.frames[i]
                 ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=batch.grid, t=frame.t)
                 tokenized[i] = KeptFrame(ft, batch.keys[i], thumbnail(frame.rgb), int(full.shape[0]),
@@ -256,6 +284,15 @@ class FramePipeline:
                 self.raw_tokens += int(full.shape[0])
                 self.stored_tokens += ft.n
         return [tokenized[s] if isinstance(s, int) else s for s in batch.steps]
+
+
+def encode_keys(encoder: Any, pixels: Any) -> torch.Tensor:
+    """Retrieval keys [B, k] float32 on the CPU (one transfer per batch) of uint8 frames: a [B, H, W, 3]
+    tensor on the encoder's device goes through ``encode_batch`` where the encoder has it."""
+    if isinstance(pixels, torch.Tensor) and hasattr(encoder, "encode_batch"):
+        with torch.inference_mode():
+            return encoder.encode_batch(pixels).cpu()
+    return encoder.encode_frames(pixels)
 
 
 def steps_frames(steps: Sequence[Step]) -> int:

@@ -13,6 +13,7 @@ from streamvid.compress import (
     FrameGate,
     bipartite_soft_matching,
     compress_frame,
+    compress_frames,
     debug_checks,
     gate_sequence,
     keep_frame,
@@ -386,3 +387,23 @@ def test_budget_accepts_numpy_integers():
     assert out[0].shape == (1, 3, 4)
     with pytest.raises(CompressionError, match="budget"):
         merge_to_budget(randn(1, 10, 4, seed=0), 2.5)
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+def test_compress_frames_equals_compress_frame_frame_by_frame(with_prev):
+    """The batched write path (one host transfer) gives what the per-frame one gives, in order."""
+    base = randn(16, 8, seed=1)
+    # consecutive frames: some cells unchanged (dropped), some changed
+    frames = torch.stack([base + (randn(16, 8, seed=10 + k) * (torch.arange(16) % (k + 2) == 0)[:, None])
+                          for k in range(5)])
+    prev = (base + 0.01 * randn(16, 8, seed=3)) if with_prev else None
+    batched = compress_frames(frames, prev, 0.9, 4)
+    last = prev
+    for k, got in enumerate(batched):
+        want = compress_frame(frames[k], last, 0.9, 4)
+        last = frames[k]
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.positions, want.positions)
+        assert torch.equal(got.sizes, want.sizes)
+    assert len(batched) == 5 and any(c.sizes.sum() < 16 for c in batched)  # the temporal drop did drop
+    with pytest.raises(CompressionError, match="grid changed"):
+        compress_frames(frames, randn(9, 8, seed=0), 0.9, 4)

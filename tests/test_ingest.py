@@ -100,13 +100,15 @@ def test_pregate_drops_repeats_before_any_encoder(clip):
     agent = StreamAgent.from_preset("tiny-random", **SETTINGS)
     try:
         calls = {"key": 0}
-        encode = agent.backend.encoder.encode_frames
+        encoder = agent.backend.encoder
 
-        def counting(frames):
-            calls["key"] += len(frames)
-            return encode(frames)
+        def counting(encode):
+            def encode_counted(frames):
+                calls["key"] += len(frames)
+                return encode(frames)
+            return encode_counted
 
-        agent.backend.encoder.encode_frames = counting
+        encoder.encode_batch = counting(encoder.encode_batch)
         stats = agent.ingest(clip, progress=False)
         assert stats["frames_seen"] == 36
         assert calls["key"] < 36  # repeats never reached the key encoder

@@ -10,6 +10,7 @@ from streamvid.compress.merge import (
     Consolidated,
     bipartite_soft_matching,
     compress_frame,
+    compress_frames,
     merge_adjacent_frames,
     merge_to_budget,
     merge_wavg,
@@ -20,7 +21,7 @@ from streamvid.compress.prune import Pruned, prune_tokens
 
 __all__ = [
     "Change", "CompressedFrame", "CompressionError", "Consolidated", "FrameGate", "PreGate", "Pruned",
-    "bipartite_soft_matching", "block_change", "classify_change", "compress_frame", "debug_checks", "debug_checks_on",
-    "gate_sequence", "gate_thumbnail", "keep_frame", "merge_adjacent_frames", "merge_to_budget", "merge_wavg",
-    "prune_tokens", "set_debug_checks", "temporal_keep_mask",
+    "bipartite_soft_matching", "block_change", "classify_change", "compress_frame", "compress_frames", "debug_checks",
+    "debug_checks_on", "gate_sequence", "gate_thumbnail", "keep_frame", "merge_adjacent_frames", "merge_to_budget",
+    "merge_wavg", "prune_tokens", "set_debug_checks", "temporal_keep_mask",
 ]

@@ -272,6 +272,51 @@ def compress_frame(
     return CompressedFrame(tokens=merged[0], positions=positions[0], sizes=sizes[0])
 
 
+def compress_frames(
+    tokens: torch.Tensor,
+    prev_tokens: torch.Tensor | None,
+    tau_temporal: float,
+    budget: int,
+    *,
+    impl: str | None = None,
+) -> list[CompressedFrame]:
+    """:func:`compress_frame` over consecutive kept frames at once, with ONE host transfer per call.
+
+    tokens:      [K, N, d] the full tokens of K consecutive kept frames; frame k's previous kept frame
+                 is frame k-1, and frame 0's is ``prev_tokens`` [N, d] (None: nothing dropped for it)
+    The temporal masks of all K frames are computed in one batched call and brought to the host
+    together (the only synchronisation; a per-frame ``nonzero`` would wait on the device K times).
+    Returns the same K results, in order, as calling :func:`compress_frame` frame by frame.
+    """
+    tau = check_tau("tau_temporal", tau_temporal)
+    budget = check_budget("budget", budget)
+    check_tokens("tokens", tokens, 3, "[K, N, d]")
+    n_frames, n_tok, _ = tokens.shape
+    if n_frames == 0:
+        return []
+    if prev_tokens is not None:
+        check_tokens("prev_tokens", prev_tokens, 2, "[N, d]")
+        if prev_tokens.shape != tokens.shape[1:]:
+            raise CompressionError(
+                f"prev_tokens {tuple(prev_tokens.shape)} and tokens {tuple(tokens.shape[1:])} differ in shape "
+                "(the token grid changed; pass prev_tokens=None to start over)"
+            )
+        check_same_device(tokens=tokens, prev_tokens=prev_tokens)
+        prev = torch.cat([prev_tokens[None], tokens[:-1]])
+        keep = temporal_similarity(tokens, prev, tau, impl=impl)[1].cpu()
+    else:
+        keep = torch.ones(n_frames, n_tok, dtype=torch.bool)
+        if n_frames > 1:
+            keep[1:] = temporal_similarity(tokens[1:], tokens[:-1], tau, impl=impl)[1].cpu()
+    out = []
+    for k in range(n_frames):
+        kept_positions = keep[k].nonzero().squeeze(1).to(tokens.device, non_blocking=True)
+        survivors = tokens[k].index_select(0, kept_positions)
+        merged, sizes, positions = merge_to_budget(survivors[None], budget, positions=kept_positions[None], impl=impl)
+        out.append(CompressedFrame(tokens=merged[0], positions=positions[0], sizes=sizes[0]))
+    return out
+
+
 # --------------------------------------------------------------------------- event consolidation
 
 
