@@ -148,6 +148,10 @@ def markdown(results: dict[str, Any]) -> str:
                         [[lv["push_fps"], lv["seconds"], lv["pushed"], lv["dropped_pct"], lv["ingested"],
                           lv["max_waiting_or_in_flight"], lv["latency_ms_p50"], lv["latency_ms_p95"],
                           lv["latency_ms_max"]]])
+    if "serve" in results:
+        from streamvid_bench.serve import serve_markdown
+
+        lines += serve_markdown(results["serve"])
     if "needle" in results:
         lines += ["## Needle in a video haystack (tiny-random, 1 fps, 160×120)", ""]
         lines += _table(["minutes", "tokens/frame", "event tokens", "τ_dup", "kept", "events", "stored tokens/min",

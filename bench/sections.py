@@ -11,6 +11,9 @@
   (one point per compression setting);
 * answer  — TTFT, decode tok/s and prompt tokens of streamvid's memory prompt against the same
   model fed N uniformly sampled frames with full tokens; asking while ingesting;
+* serve   — ``streamvid serve`` (streamvid_bench.serve): API overhead per ask over the in-process ask;
+  20 push sessions at 2 fps for 60 s with asks in between (errors, drops, memory); event close →
+  watch notification latency;
 * gpu     — a frame_tokens batch-size sweep and the highest camera rate ingestion keeps up
   with; only where CUDA is present (reported as not run otherwise).
 
@@ -531,6 +534,9 @@ class SuiteSizes:
     concurrency_minutes: float
     vtest: bool = True
     hd_size: tuple[int, int] = (1920, 1080)
+    serve_sessions: int = 20  # the serve section: push sessions at 2 fps for serve_seconds, asks in between
+    serve_seconds: float = 60.0
+    serve_reps: int = 20
 
 
 SIZES = {
@@ -543,13 +549,14 @@ SIZES = {
     "quick": SuiteSizes(hd_minutes=1, hd_native_fps=4, soak_minutes=20, live_seconds=6, needle_minutes=(3, 6),
                         needle_count=3, needle_settings=((1, 4, 0.95), (16, 64, 0.995)), answer_minutes=3,
                         answer_ns=(8, 32, 64), answer_models=("tiny:smolvlm",), answer_reps=2,
-                        real_ingest_fps=0.05, concurrency_minutes=1),
+                        real_ingest_fps=0.05, concurrency_minutes=1, serve_seconds=15.0, serve_reps=10),
     "smoke": SuiteSizes(hd_minutes=0.25, hd_native_fps=2, soak_minutes=3, live_seconds=2, needle_minutes=(1,),
                         needle_count=2, needle_settings=((1, 4, 0.95), (16, 64, 0.995)), answer_minutes=1,
                         answer_ns=(2, 4), answer_models=("tiny:smolvlm",), answer_reps=1, real_ingest_fps=0.05,
-                        concurrency_minutes=0.25, vtest=False, hd_size=(640, 360)),
+                        concurrency_minutes=0.25, vtest=False, hd_size=(640, 360), serve_sessions=2,
+                        serve_seconds=3.0, serve_reps=3),
 }
-SECTIONS = ("soak", "ingest", "needle", "answer", "gpu")
+SECTIONS = ("soak", "ingest", "needle", "answer", "serve", "gpu")
 
 
 def run_suite(sizes: SuiteSizes, sections: Sequence[str], cache: Path, *, quick: bool, vtest: Path | None = None,
@@ -619,6 +626,10 @@ def run_suite(sizes: SuiteSizes, sections: Sequence[str], cache: Path, *, quick:
         conc = ask_while_ingesting_report(tiny, video, fps=1.0, until=sizes.concurrency_minutes * 60.0,
                                           progress=progress)
         results["answer"] = {"video": str(video), "models": rows, "ask_while_ingesting": conc}
+    if section("serve"):
+        from streamvid_bench.serve import serve_report
+
+        results["serve"] = serve_report(sizes.serve_seconds, sizes.serve_sessions, sizes.serve_reps)
     if section("gpu"):
         results["gpu"] = gpu_report(quick, progress)
     section("")  # closes the last section's timer

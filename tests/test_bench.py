@@ -101,6 +101,19 @@ def test_answer_ratios_match_their_parts(run):
     assert conc["ingest_fps_alone"] > 0 and conc["ingest_fps_asking"] > 0
 
 
+def test_serve_section_accounts_for_every_frame_and_event(run):
+    r = run[1]["serve"]
+    c = r["concurrency"]
+    assert c["errors"] == 0, c["error_samples"]
+    assert c["pushed"] == c["sessions"] * int(c["seconds"] * c["push_fps"])
+    assert c["unaccounted"] == 0 and c["ingested"] + c["dropped_newest_wins"] == c["pushed"]
+    assert c["within_budget"] and c["max_tokens_in_ram"] <= c["session_budget_tokens"]
+    # Every event that closed reached its session's pass-all watch as a notification.
+    assert c["watch_notifications"] == c["events_closed"] > 0
+    o = r["api_overhead"]
+    assert o["reps"] == 3 and o["api_ms_p50"] > 0 and o["in_process_ms_p50"] > 0
+
+
 def test_gpu_section_says_why_it_did_not_run(run):
     _, r = run
     if torch.cuda.is_available():

@@ -259,6 +259,37 @@ def test_two_sessions_are_isolated(http, client):
     http.delete(f"/v1/sessions/{b}")
 
 
+def test_watch_with_model_check_reports_only_what_the_model_confirmed(http):
+    """Every event passes the key stage (threshold −1), so the model's yes/no alone decides: each event
+    gets one check, and a match exists only where the model said yes (with tiny-random's random weights
+    the answers themselves are noise, so their number is not asserted)."""
+    colours = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)]
+    r = http.post("/v1/sessions", json={"source": "push",
+                                        "watches": [{"query": "a coloured square", "threshold": -1.0}]})
+    sid = r.json()["id"]
+    for i, colour in enumerate(colours):
+        for k in range(4):
+            http.post(f"/v1/sessions/{sid}/frames", params={"t": 4 * i + k}, content=jpeg(frame(colour)))
+            wait_for(http, sid, lambda s, n=4 * i + k + 1: s["frames_seen"] + s["dropped_frames"] >= n)
+    wid = http.get(f"/v1/sessions/{sid}/watches").json()["data"][0]["id"]
+    session = None
+    with http.stream("GET", f"/v1/sessions/{sid}/watches/{wid}/matches") as resp:
+        def close_later() -> None:
+            time.sleep(0.5)
+            nonlocal session
+            session = http.delete(f"/v1/sessions/{sid}").json()
+        closer = threading.Thread(target=close_later)
+        closer.start()
+        events = list(sse_events(resp))
+        closer.join()
+    end = json.loads(events[-1][1])
+    matches = [json.loads(d) for name, d in events if name == "message"]
+    assert session["stats"]["events"] >= 1
+    assert end["events_scored"] == session["stats"]["events"] == end["model_checks"]
+    assert all(m["verified"] is True for m in matches)
+    assert len(matches) <= end["events_scored"]
+
+
 # ---- limits and errors --------------------------------------------------------------------------------
 def error_of(r: httpx.Response, status: int) -> dict:
     assert r.status_code == status, (r.status_code, r.text)

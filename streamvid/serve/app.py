@@ -293,7 +293,7 @@ def create_app(settings: ServeSettings | None = None, *, manager: SessionManager
                         last = time.monotonic()
                     if done:
                         yield sse({"watch_id": watch.id, "matches": i, "events_scored": watch.events_scored,
-                                   "status": session.status}, event="end")
+                                   "model_checks": watch.checks, "status": session.status}, event="end")
                         return
                     if time.monotonic() - last > PING_S:
                         yield b": ping\n\n"
@@ -349,21 +349,16 @@ def create_app(settings: ServeSettings | None = None, *, manager: SessionManager
         sample = bool(body.temperature)
         generation = dict(max_new_tokens=max_new, do_sample=sample, temperature=body.temperature or 1.0,
                           top_p=body.top_p or 1.0)
-        answer_stream = await run_in_threadpool(session.ask_stream, question, history, **generation)
         cid = schemas.completion_id()
-        if not body.stream:
-            await run_in_threadpool(_drain, iter(answer_stream))
-            return schemas.completion(cid, session.model, answer_stream.answer, max_new)
+        if not body.stream:  # one hop to a worker thread: retrieval and the whole answer
+            answer = await run_in_threadpool(session.ask, question, history, **generation)
+            return schemas.completion(cid, session.model, answer, max_new)
+        answer_stream = await run_in_threadpool(session.ask_stream, question, history, **generation)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(chat_chunks(cid, session.model, answer_stream, max_new, include_usage))
 
     app.include_router(v1)
     return app
-
-
-def _drain(pieces: Iterator[str]) -> None:
-    for _ in pieces:
-        pass
 
 
 _END = object()

@@ -166,6 +166,17 @@ class Session:
             self.error = self.error or str(exc)
             return list(self.agent.captions())
 
+    def ask(self, question: str, history: list[tuple[str, str, list]], **generation: Any) -> Answer:
+        """The whole answer (see ``ask_stream``)."""
+        stream = self.ask_stream(question, history, **generation)
+        try:
+            for _ in stream:
+                pass
+        except StreamvidError as exc:
+            raise from_streamvid(exc, param="messages") from exc
+        assert stream.answer is not None
+        return stream.answer
+
     def stats(self) -> dict[str, Any]:
         memory = self.agent.memory.stats()
         return {

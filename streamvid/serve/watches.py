@@ -124,12 +124,14 @@ class Watch:
     key: np.ndarray
     matches: list[WatchMatch] = field(default_factory=list)
     events_scored: int = 0
+    checks: int = 0  # yes/no checks the answering model ran
     closed: bool = False
     _scored_ids: set[int] = field(default_factory=set, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "object": "watch", "query": self.query, "threshold": self.threshold,
-                "verify": self.verify, "events_scored": self.events_scored, "matches": len(self.matches),
+                "verify": self.verify, "events_scored": self.events_scored, "model_checks": self.checks,
+                "matches": len(self.matches),
                 "closed": self.closed}
 
 
@@ -274,6 +276,7 @@ class WatchSet:
             if t is None:
                 continue
             verified = model_says_yes(self.agent, event, watch.query) if watch.verify else None
+            watch.checks += verified is not None
             if verified is False:
                 continue
             match = WatchMatch(watch.id, watch.query, event.id, t, float(event.t_start), float(event.t_end), score,
