@@ -162,6 +162,10 @@ def create_app(settings: ServeSettings | None = None, *, manager: SessionManager
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if tuple(first.get("loc", ())) == ("body",):
+            kind = request.headers.get("content-type", "none")
+            message = f"the request body must be a JSON object sent as Content-Type: application/json (got {kind})"
+            return JSONResponse(APIError(400, message, code="invalid_json").body(), status_code=400)
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         where = ".".join(loc) or None
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
