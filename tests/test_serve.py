@@ -217,7 +217,7 @@ def test_memory_saved_from_a_session_starts_another(http, client, clip, tmp_path
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     r = http.post(f"/v1/sessions/{stats['id']}/memory/save", json={"path": str(foreign)})
-    assert r.status_code == 400 and "refusing" in r.json()["error"]["message"]
+    assert r.status_code == 409 and r.json()["error"]["code"] == "memory_folder_refused", r.text
     assert (foreign / "notes.txt").read_text() == "mine"
 
     r = http.post("/v1/sessions", json={"source": "push", "memory": str(target)})

@@ -6,6 +6,7 @@ from typing import Any
 
 from streamvid.errors import (
     ConfigError,
+    MemoryFolderError,
     MemoryFormatError,
     MemoryInputError,
     ModelError,
@@ -32,9 +33,13 @@ def not_found(what: str, ident: str, param: str | None = None, code: str | None 
 
 
 def from_streamvid(exc: StreamvidError, param: str | None = None) -> APIError:
-    """The HTTP error for an engine error: bad input is the client's (400), a model that cannot load is ours."""
+    """The HTTP error for an engine error: bad input is the client's (400), a folder that cannot take a
+    memory a conflict (409), a model that cannot load ours (500)."""
     if isinstance(exc, ModelError):
         return APIError(500, str(exc), type="server_error", code="model_unavailable", param=param)
-    code = {SourceError: "invalid_source", QuestionError: "invalid_question", ConfigError: "invalid_setting",
-            MemoryFormatError: "invalid_memory", MemoryInputError: "invalid_input"}.get(type(exc), "invalid_request")
+    if isinstance(exc, MemoryFolderError):
+        return APIError(409, str(exc), code="memory_folder_refused", param=param)
+    codes = ((SourceError, "invalid_source"), (QuestionError, "invalid_question"), (ConfigError, "invalid_setting"),
+             (MemoryFormatError, "invalid_memory"), (MemoryInputError, "invalid_input"))
+    code = next((c for cls, c in codes if isinstance(exc, cls)), "invalid_request")
     return APIError(400, str(exc), code=code, param=param)
