@@ -149,7 +149,7 @@ def ingest_report(models: Models, video: Path | str, fps: float, config: AgentCo
     """StreamAgent.ingest over a file (decode timed as a stage): fps, × real time, per-stage ms/frame."""
     warm_up(models, first_frame(video, fps, config.frame_size))
     agent = make_agent(config, models)
-    timer = agent.backend.pipeline.timer
+    timer = agent.backend.timer
     try:
         src = TimedSource(open_source(video, fps=fps, size=config.frame_size), timer, until=until)
         t0 = time.perf_counter()
@@ -382,7 +382,7 @@ def answer_report(models: Models, video: Path | str, video_s: float, ns: Sequenc
         t0 = time.perf_counter()
         stats = agent.ingest(video, fps=ingest_fps, progress=progress)
         ingest_s = time.perf_counter() - t0
-        timer = agent.backend.pipeline.timer
+        timer = agent.backend.timer
         perception_ms = sum(timer.ms.get(k, 0.0) for k in (*PERCEPTION, "memory"))
         memory = measure_memory_answers(agent, reps, new_tokens)
     finally:
@@ -420,7 +420,7 @@ def ask_while_ingesting_report(models: Models, video: Path | str, *, fps: float,
 
     def run(asking: bool) -> tuple[float, int]:
         agent = make_agent(bench_config(models.llm_spec), models)
-        timer = agent.backend.pipeline.timer
+        timer = agent.backend.timer
         done = threading.Event()
         asked = [0]
 

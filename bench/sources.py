@@ -187,8 +187,9 @@ def bench_config(llm_name: str, **overrides: Any) -> AgentConfig:
 
 def make_agent(config: AgentConfig, models: Models) -> Any:
     from streamvid.agent import StreamAgent
+    from streamvid.backends.vlm import VLMBackend
 
-    return StreamAgent(config, llm=models.llm, encoder=models.encoder)
+    return StreamAgent(config, backend=VLMBackend(config, llm=models.llm, encoder=models.encoder))
 
 
 def first_frame(video: Path | str, fps: float | None = None, size: int | None = None) -> np.ndarray:

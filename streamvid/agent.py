@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamvid.backends import make_backend
+from streamvid.backends import AnswerContext, Backend, GenerationOptions, make_backend
 from streamvid.config import AgentConfig, preset_config
-from streamvid.errors import MemoryFormatError, QuestionError, StreamvidError
+from streamvid.errors import ConfigError, MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
-from streamvid.pipeline import DroppedRun, StagedRun, ingest_stages, steps_frames
+from streamvid.pipeline import DroppedRun, StagedRun, steps_frames
 from streamvid.prompt import PromptBlock
 from streamvid.retrieve import gather
 from streamvid.sources import FrameSource, PushSource, open_source
@@ -98,10 +98,12 @@ class AnswerStream:
 class StreamAgent:
     """Streaming video understanding: frames in, bounded memory, cited answers out."""
 
-    def __init__(self, config: AgentConfig | None = None, *, llm: Any = None, encoder: Any = None) -> None:
+    def __init__(self, config: AgentConfig | None = None, *, backend: Backend | None = None) -> None:
+        """An agent with fresh memory. ``backend``: one built for ``config`` (e.g. over models loaded
+        elsewhere); None builds the one ``config.backend`` names. To share models, see ``sharing_models``."""
         self.config = config or AgentConfig()
         torch.manual_seed(self.config.seed)
-        self.backend = make_backend(self.config, llm=llm, encoder=encoder)
+        self.backend = backend if backend is not None else make_backend(self.config)
         self.memory = MemoryBank(self.config, key_dim=self.backend.key_dim, token_dim=self.backend.token_dim,
                                  text_encoder=self.backend.encode_text, image_encoder=self.backend.image_encoder)
         self.dialogue = Dialogue()
@@ -124,12 +126,33 @@ class StreamAgent:
         """An agent from a named preset (see ``streamvid presets``), with settings overridden by name."""
         return cls(preset_config(name, **overrides))
 
+    def sharing_models(self, config: AgentConfig | None = None, **overrides: Any) -> StreamAgent:
+        """A new agent that uses this agent's loaded models, with its own memory, dialogue, stream and
+        captions. This is how several agents (e.g. one per browser session) hold one copy of the weights;
+        it goes through ``Backend.share``, as every sharing of models does.
+
+        config: the new agent's settings (default: this agent's); overrides: settings to change by name.
+        The settings that pick the models (backend, model, clip_model, clip_pretrained, device, dtype)
+        must stay the same (ConfigError otherwise).
+        """
+        config = config or self.config
+        config = config.replace(**overrides) if overrides else config
+        return type(self)(config, backend=self.backend.share(config))
+
     @classmethod
-    def from_memory(cls, directory: str, *, llm: Any = None, encoder: Any = None, **overrides: Any) -> StreamAgent:
-        """An agent over a memory saved by ``memory.save`` / ``streamvid index``, with the models that built it
-        (or the already-loaded ``llm`` / ``encoder`` given, which must be those models)."""
+    def from_memory(cls, directory: str, *, share_from: Backend | None = None, **overrides: Any) -> StreamAgent:
+        """An agent over a memory saved by ``memory.save`` / ``streamvid index``, with the models that built it:
+        loaded anew, or ``share_from``'s (a backend already holding those models; see ``Backend.share``)."""
         bank = MemoryBank.load(directory)
-        agent = cls(bank.config.replace(**overrides) if overrides else bank.config, llm=llm, encoder=encoder)
+        config = bank.config.replace(**overrides) if overrides else bank.config
+        try:
+            backend = share_from.share(config) if share_from is not None else None
+        except ConfigError as e:
+            bank.close()
+            raise MemoryFormatError(f"{directory}: the memory was built with the {config.preset!r} preset's models "
+                                    f"(model {config.model!r}, retrieval encoder {config.clip_model or 'none'!r}), "
+                                    f"not the ones given: {e}") from e
+        agent = cls(config, backend=backend)
         if agent.backend.token_dim != bank.token_dim or agent.backend.key_dim != bank.key_dim:
             agent.close()
             bank.close()
@@ -244,7 +267,7 @@ class StreamAgent:
         """Read ``src`` into memory through the frame pipeline's stages (on their own threads unless
         ``config.staged_ingest`` is off), writing memory on this thread, in order. A failure anywhere
         raises here once everything made before it is written; the open event is closed either way."""
-        run = StagedRun(self._batches(src, stoppable=background), ingest_stages(self.backend),
+        run = StagedRun(self._batches(src, stoppable=background), self.backend.stages(),
                         maxsize=self.config.queue_batches, threaded=self.config.staged_ingest,
                         max_in_flight=LIVE_IN_FLIGHT if src.is_live else None, name="streamvid-ingest")
         try:
@@ -272,7 +295,7 @@ class StreamAgent:
         # source still yields the (at most max_pending) frames waiting in it, so every pushed frame ends
         # up in frames_seen or counted as dropped.
         drain = not stoppable or isinstance(src, PushSource)
-        timer = getattr(getattr(self.backend, "pipeline", None), "timer", None)
+        timer = self.backend.timer
         batch: list[Frame] = []
         try:
             it = iter(src)
@@ -281,7 +304,7 @@ class StreamAgent:
                 frame = next(it, None)
                 if frame is None:
                     break
-                if timer is not None and not src.is_live:
+                if not src.is_live:
                     timer.add("decode", (time.perf_counter() - t0) * 1000.0, 1)
                 batch.append(self._on_clock(frame))
                 while read is not None and len(batch) < size:
@@ -311,7 +334,7 @@ class StreamAgent:
     def _write_steps(self, steps: list) -> None:
         """Pipeline steps → memory, in order. Every frame is counted once in ``frames_seen``: a kept one
         by ``write``, a dropped repeat by ``count_seen`` (which also stretches the open event's span)."""
-        with self.backend.pipeline.timer.stage("memory", steps_frames(steps)):
+        with self.backend.timer.stage("memory", steps_frames(steps)):
             for step in steps:
                 if isinstance(step, DroppedRun):
                     self.memory.count_seen(step.count, t=step.t_last)
@@ -449,12 +472,13 @@ class StreamAgent:
                                  previous=dialogue.last_times or None, query=self.backend.query_tokens(q))
         retrieval_ms = (time.perf_counter() - t0) * 1000.0
         citations = citations_for(blocks, snap)
-        run = self.backend.answer(blocks, q, history=dialogue.history(),
-                                  now=snap.now if self._live and self.is_running else None,
-                                  max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
-                                  temperature=temperature, top_p=top_p, seed=self.config.seed,
-                                  captions={e.id: e.caption for e, _ in used if e.caption},
-                                  scores={e.id: float(score) for e, score in used})
+        context = AnswerContext(blocks=blocks, question=q, history=dialogue.history(),
+                                now=snap.now if self._live and self.is_running else None,
+                                captions={e.id: e.caption for e, _ in used if e.caption},
+                                scores={e.id: float(score) for e, score in used})
+        options = GenerationOptions(max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
+                                    temperature=temperature, top_p=top_p, seed=self.config.seed)
+        run = self.backend.answer(context, options)
         result = AnswerStream(pieces=iter(()), citations=citations)
 
         def pieces() -> Iterator[str]:
@@ -473,7 +497,7 @@ class StreamAgent:
 
     def stage_ms_per_frame(self) -> dict[str, float]:
         """Mean ms per frame of each ingestion stage so far (key, gate, vision, compress, memory)."""
-        return self.backend.pipeline.timer.ms_per_frame()
+        return self.backend.stage_ms()
 
     def _raise_background_error(self) -> None:
         if self._error is not None:

@@ -15,6 +15,9 @@ class AgentConfig:
     """Settings for one StreamAgent. Presets fill these in; keyword overrides replace them."""
 
     preset: str = "tiny-random"
+    # What turns frames into memory and answers: a name registered in streamvid.backends.registry
+    # ("vlm": a Video-LLM over stored vision tokens; "offline": perception captions + a text LLM).
+    backend: str = "vlm"
     # Video-LLM: adapter family + hub id or local directory ("tiny:<family>" builds a tiny one).
     model: str = "tiny:smolvlm"
     # Retrieval encoder: open_clip model name + pretrained tag (or checkpoint path; "" = random init).
@@ -77,7 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The untrained tiny encoder scores frames of one scene ~0.995 alike: gate only near-exact repeats.
     "tiny-random": dict(model="tiny:smolvlm", clip_model="tiny", clip_pretrained="", tau_dup=0.999, tokens_per_frame=16,
                         event_tokens=32, max_ram_tokens=4096, read_tokens=512, max_new_tokens=16),
-    "offline": dict(model="offline", clip_model="", clip_pretrained="", fps=1.0, tau_dup=0.97,
+    "offline": dict(backend="offline", model="offline", clip_model="", clip_pretrained="", fps=1.0, tau_dup=0.97,
                     tokens_per_frame=1, event_tokens=16, segment_min_frames=1, segment_hard_surprise=0.3,
                     max_ram_tokens=4096,
                     read_tokens=64, search_k=5, max_new_tokens=64),

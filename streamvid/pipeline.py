@@ -300,13 +300,6 @@ def steps_frames(steps: Sequence[Step]) -> int:
     return sum(s.count if isinstance(s, DroppedRun) else 1 for s in steps)
 
 
-def ingest_stages(backend: Any) -> list[tuple[str, Callable[[Any], Any]]]:
-    """The stage functions of a backend's frame pipeline: its ``stages()``, or its ``process`` as one stage."""
-    pipeline = getattr(backend, "pipeline", None)
-    stages = getattr(pipeline, "stages", None)
-    return stages() if callable(stages) else [("process", backend.process)]
-
-
 # ----------------------------------------------------------------------------------------- staged run
 class _End:
     """The producer finished: no more items."""

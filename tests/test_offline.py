@@ -14,7 +14,7 @@ import pytest
 from media import SHARED_MEDIA
 from streamvid_bench import samples as make_sample_video
 
-from streamvid.offline import used_blocks
+from streamvid.backends.offline import used_blocks
 from streamvid.prompt import PromptBlock
 
 VTEST = SHARED_MEDIA / "vtest.avi"

@@ -44,29 +44,24 @@ DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
 
 
 class SharedModelFactory:
-    """Agents from one preset. With a Video-LLM preset the first call builds the models and later
-    calls build fresh memories around the same Video-LLM and retrieval encoder, so the live and
-    video tabs hold one copy. Other backends (``offline`` keeps per-stream perception state) get a
-    whole new agent each time."""
+    """Agents from one preset that share one copy of its models: the first call builds the agent and
+    its models, later calls get fresh agents around the same models (``StreamAgent.sharing_models``),
+    so the live and video tabs hold one copy."""
 
     def __init__(self, preset: str = "auto", **overrides: Any) -> None:
         self.preset = preset
         self.overrides = overrides
         self._lock = threading.Lock()
-        self._shared: tuple[Any, Any, Any] | None = None  # (config, llm, encoder)
+        self._first: StreamAgent | None = None
 
     def __call__(self) -> StreamAgent:
         from streamvid.agent import StreamAgent
-        from streamvid.backends import VLMBackend
 
         with self._lock:
-            if self._shared is not None:
-                config, llm, encoder = self._shared
-                return StreamAgent(config, llm=llm, encoder=encoder)
-            agent = StreamAgent.from_preset(self.preset, **self.overrides)
-            if isinstance(agent.backend, VLMBackend):
-                self._shared = (agent.config, agent.backend.llm, agent.backend.encoder)
-            return agent
+            if self._first is not None:
+                return self._first.sharing_models()
+            self._first = StreamAgent.from_preset(self.preset, **self.overrides)
+            return self._first
 
 
 class LiveSession:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from streamvid.config import AgentConfig
+from streamvid.config import PRESETS, AgentConfig
 from streamvid.errors import ConfigError, MemoryFormatError, MemoryInputError, QuestionError, StreamvidError
 from streamvid.memory.archive import EventArchive, check_event_tensors, event_from_tensors, event_tensors
 from streamvid.memory.index import KeyIndex
@@ -407,6 +407,8 @@ class MemoryBank:
                 names = {f.name for f in dataclasses.fields(AgentConfig)}
                 saved = {k: v for k, v in saved.items() if k in names}
                 saved["device"] = available_device(saved.get("device", "cpu"))
+                if "backend" not in saved:  # saved before AgentConfig.backend existed: the preset implies it
+                    saved["backend"] = PRESETS.get(saved.get("preset", ""), {}).get("backend", "vlm")
                 config = AgentConfig(**{**saved, "archive_dir": None})
             args = {name: _int(meta, name) for name in ("key_dim", "token_dim", "recall_bonus", "index_exact_max")}
             bank = cls(config, text_encoder=text_encoder, image_encoder=image_encoder, **args)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from streamvid.agent import Dialogue, StreamAgent
+from streamvid.backends import Backend, make_backend
 from streamvid.config import AgentConfig, preset_config
-from streamvid.errors import MemoryFormatError, StreamvidError
+from streamvid.errors import StreamvidError
 from streamvid.serve.errors import APIError, from_streamvid, not_found
 from streamvid.serve.settings import ServeSettings
 from streamvid.serve.watches import WatchSet
@@ -31,55 +32,34 @@ PUSH = "push"
 
 
 class ModelPool:
-    """Loaded models, shared: one Video-LLM and retrieval encoder per model set, built on first use.
-
-    The offline preset's backend keeps per-stream perception state, so each of its sessions gets its own.
-    """
+    """Loaded models, shared: one backend per model set, built on first use. Each session's agent gets
+    its own backend over those models (``Backend.share``): fresh per-stream state, one copy of weights."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._models: dict[tuple, tuple[Any, Any]] = {}
+        self._backends: dict[tuple, Backend] = {}
 
     @staticmethod
     def _key(config: AgentConfig) -> tuple:
-        return (config.model, config.clip_model, config.clip_pretrained, config.device, config.dtype, config.seed)
+        return (config.backend, config.model, config.clip_model, config.clip_pretrained, config.device, config.dtype,
+                config.seed)
 
-    def shared(self, config: AgentConfig) -> tuple[Any, Any] | None:
-        with self._lock:
-            return self._models.get(self._key(config))
+    def backend(self, config: AgentConfig) -> Backend:
+        """The pool's backend holding the models ``config`` picks (loaded on first use)."""
+        with self._lock:  # one load per model set, even when sessions start at once
+            key = self._key(config)
+            if key not in self._backends:
+                self._backends[key] = make_backend(config)
+            return self._backends[key]
 
     def agent(self, config: AgentConfig) -> StreamAgent:
         """A new agent (fresh memory) over the pool's models for ``config``."""
-        from streamvid.backends import VLMBackend
-
-        if config.model == "offline":
-            return StreamAgent(config)
-        with self._lock:  # one load per model set, even when sessions start at once
-            models = self._models.get(self._key(config))
-            if models is not None:
-                return StreamAgent(config, llm=models[0], encoder=models[1])
-            agent = StreamAgent(config)
-            if isinstance(agent.backend, VLMBackend):
-                self._models[self._key(config)] = (agent.backend.llm, agent.backend.encoder)
-            return agent
+        return StreamAgent(config, backend=self.backend(config).share(config))
 
     def agent_from_memory(self, directory: str, config: AgentConfig, overrides: dict[str, Any]) -> StreamAgent:
         """An agent over a saved memory, with the pool's models for ``config`` (the session's preset),
-        which must be the models that built the memory."""
-        if config.model == "offline":
-            agent = StreamAgent.from_memory(directory, **overrides)
-        else:
-            self.agent(config).close()  # make sure the pool holds this preset's models
-            llm, encoder = self.shared(config) or (None, None)
-            agent = StreamAgent.from_memory(directory, llm=llm, encoder=encoder, **overrides)
-        saved = agent.config
-        if (saved.model, saved.clip_model, saved.clip_pretrained) != (config.model, config.clip_model,
-                                                                      config.clip_pretrained):
-            agent.close()
-            raise MemoryFormatError(f"{directory}: the memory was built with model {saved.model!r} and retrieval "
-                                    f"encoder {saved.clip_model or 'none'!r}; start the session with the preset "
-                                    f"{saved.preset!r} that built it")
-        return agent
+        which must be the models that built the memory (MemoryFormatError otherwise)."""
+        return StreamAgent.from_memory(directory, share_from=self.backend(config), **overrides)
 
 
 class Session:

@@ -47,7 +47,7 @@ MAX_QUERY_CHARS = 500
 
 
 def default_threshold(agent: StreamAgent) -> float:
-    return DEFAULT_THRESHOLD_OFFLINE if agent.config.model == "offline" else DEFAULT_THRESHOLD_CLIP
+    return DEFAULT_THRESHOLD_OFFLINE if agent.config.backend == "offline" else DEFAULT_THRESHOLD_CLIP
 
 
 def score_event(query_key: np.ndarray, event: Event, threshold: float) -> tuple[float, float | None]:
@@ -65,13 +65,13 @@ def score_event(query_key: np.ndarray, event: Event, threshold: float) -> tuple[
 def model_says_yes(agent: StreamAgent, event: Event, query: str) -> bool | None:
     """The answering model's yes/no on whether ``event`` shows ``query``; None when the event's tokens
     have already left RAM (nothing to show the model)."""
-    from streamvid.backends import event_block
+    from streamvid.backends import AnswerContext, GenerationOptions, event_block
 
     if event.tokens is None:
         return None
-    run = agent.backend.answer([event_block(event)], VERIFY_QUESTION.format(query=query), history=[], now=None,
-                               max_new_tokens=3, do_sample=False, temperature=1.0, top_p=1.0, seed=agent.config.seed,
-                               captions={event.id: event.caption} if event.caption else None, scores=None)
+    context = AnswerContext(blocks=[event_block(event)], question=VERIFY_QUESTION.format(query=query),
+                            captions={event.id: event.caption} if event.caption else {})
+    run = agent.backend.answer(context, GenerationOptions(max_new_tokens=3, seed=agent.config.seed))
     text = "".join(run.pieces).strip().lstrip("\"'*").casefold()
     return text.startswith("yes")
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from streamvid.backends import AnswerRun
+from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models
 from streamvid.config import AgentConfig
+from streamvid.generation import GenerationOptions
 from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
 from streamvid.prompt import PromptBlock
 from streamvid.segment import ShotDetector
@@ -110,23 +112,38 @@ class OfflinePipeline:
 
 
 class OfflineBackend:
-    """Perception captions + MiniLM keys + SmolLM2 answers. Needs no network and no model cache."""
+    """Perception captions + MiniLM keys + SmolLM2 answers. Needs no network and no model cache.
+
+    embedder, llm: already loaded models to use instead of loading them (see ``share``).
+    """
 
     caption_every_event = True  # an event's description is what the answers read
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, *, embedder=None, llm=None) -> None:
         from streamvid.encoders import TextEmbedder
         from streamvid.perceive import Perceiver, TextLLM
 
         self.config = config
-        self.embedder = TextEmbedder(device=config.device)
+        self.embedder = embedder or TextEmbedder(device=config.device)
+        # Perception models are small and keep no lock: each backend gets its own.
         self.pipeline = OfflinePipeline(config, self.embedder, Perceiver())
-        self.llm = TextLLM(device=config.device)
+        self.timer = self.pipeline.timer
+        self.llm = llm or TextLLM(device=config.device)
         self.key_dim = self.token_dim = self.embedder.dim
         self.image_encoder = None
 
+    def share(self, config: AgentConfig) -> OfflineBackend:
+        check_same_models(self.config, config)
+        return OfflineBackend(config, embedder=self.embedder, llm=self.llm)
+
+    def stage_ms(self) -> dict[str, float]:
+        return self.timer.ms_per_frame()
+
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         return self.pipeline.process(frames)
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        return [("process", self.process)]
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return self.embedder.encode_text(texts)
@@ -148,20 +165,18 @@ class OfflineBackend:
                 out.append((b, f"{format_span(b.t_start, b.t_end)} {text}"))
         return out
 
-    def answer(self, blocks: Sequence[PromptBlock], question: str, *, history: Sequence[tuple[str, str]],
-               now: float | None, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
-               seed: int, captions: Mapping[int, str] | None = None,
-               scores: Mapping[int, float] | None = None) -> AnswerRun:
-        notes = self.notes(relevant_blocks(blocks, scores or {}), captions or {})
+    def answer(self, context: AnswerContext, options: GenerationOptions) -> AnswerRun:
+        notes = self.notes(relevant_blocks(context.blocks, context.scores), context.captions)
         body = "Notes:\n" + ("\n".join(line for _, line in notes) if notes else "(nothing was seen)")
-        if now is not None:
-            body += f"\nNow: {format_span(now, now)[1:9]}"
+        if context.now is not None:
+            body += f"\nNow: {format_span(context.now, context.now)[1:9]}"
         messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-        for q, a in history:
+        for q, a in context.history:
             messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        messages.append({"role": "user", "content": f"{body}\n\nQuestion: {question}"})
-        stream = self.llm.generate(messages, max_new_tokens=max_new_tokens,
-                                   temperature=temperature if do_sample else 0.0, top_p=top_p, seed=seed)
+        messages.append({"role": "user", "content": f"{body}\n\nQuestion: {context.question}"})
+        stream = self.llm.generate(messages, max_new_tokens=options.max_new_tokens,
+                                   temperature=0.0 if options.greedy else options.temperature, top_p=options.top_p,
+                                   seed=options.seed)
         return AnswerRun(pieces=iter(stream), timings=lambda: dict(stream.timings),
                          used=lambda text: used_blocks(text, notes))
 
