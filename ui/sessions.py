@@ -29,6 +29,8 @@ from streamvid.errors import StreamvidError
 
 if TYPE_CHECKING:
     from streamvid.agent import AnswerStream, StreamAgent
+    from streamvid.backends import Backend
+    from streamvid.config import AgentConfig
     from streamvid.types import Caption, Event
 
 log = logging.getLogger("streamvid_ui")
@@ -45,23 +47,25 @@ DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
 
 class SharedModelFactory:
     """Agents from one preset that share one copy of its models: the first call builds the agent and
-    its models, later calls get fresh agents around the same models (``StreamAgent.sharing_models``),
-    so the live and video tabs hold one copy."""
+    its models, later calls get fresh agents over the same models (``Backend.share``), so every
+    session holds the same weights. Only the models are kept here, never a session's memory."""
 
     def __init__(self, preset: str = "auto", **overrides: Any) -> None:
         self.preset = preset
         self.overrides = overrides
         self._lock = threading.Lock()
-        self._first: StreamAgent | None = None
+        self._models: tuple[AgentConfig, Backend] | None = None  # the first agent's config and backend
 
     def __call__(self) -> StreamAgent:
         from streamvid.agent import StreamAgent
 
         with self._lock:
-            if self._first is not None:
-                return self._first.sharing_models()
-            self._first = StreamAgent.from_preset(self.preset, **self.overrides)
-            return self._first
+            if self._models is not None:
+                config, backend = self._models
+                return StreamAgent(config, backend=backend.share(config))
+            agent = StreamAgent.from_preset(self.preset, **self.overrides)
+            self._models = (agent.config, agent.backend)
+            return agent
 
 
 class LiveSession:
