@@ -294,8 +294,9 @@ def ingest_run(llm: Any, encoder: Any, config: Any, video: Path, frames: int, se
                exact: bool = False) -> dict[str, Any]:
     """One StreamAgent.ingest over ``video`` (every decoded frame, up to the limits): fps and stage ms."""
     from streamvid.agent import StreamAgent
+    from streamvid.backends.vlm import VLMBackend
 
-    agent = StreamAgent(config, llm=llm, encoder=encoder)
+    agent = StreamAgent(config, backend=VLMBackend(config, llm=llm, encoder=encoder))
     try:
         pipe = getattr(agent.backend, "pipeline", None)
         if exact and pipe is not None and hasattr(pipe, "exact_timings"):
@@ -357,8 +358,9 @@ def live_once(llm: Any, encoder: Any, config: Any, pool: Sequence[np.ndarray], r
     """Push ``pool`` frames (cycled) at ``rate`` for ``seconds``; every frame's arrival time is its t, so
     at its memory write (or drop by the gate) the latency is now − t."""
     from streamvid.agent import StreamAgent
+    from streamvid.backends.vlm import VLMBackend
 
-    agent = StreamAgent(config, llm=llm, encoder=encoder)
+    agent = StreamAgent(config, backend=VLMBackend(config, llm=llm, encoder=encoder))
     latencies: list[float] = []
     lock = threading.Lock()
     t0 = time.monotonic()
