@@ -372,8 +372,9 @@ def test_two_sessions_never_see_each_others_memory(app, make_video) -> None:
     assert "Nothing has been seen yet" in chat[-1]["content"]
     chat, box, cites, notice = drain(app.ask_video("what happens?", [], B))
     assert chat == [] and "no video yet" in notice
-    # Both sessions are built around the same models.
+    # Both sessions are built around the same models (Backend.share), each with its own backend and memory.
     assert b.live.agent().backend.llm is a.live.agent().backend.llm
+    assert b.live.agent().backend is not a.live.agent().backend
 
     # B's own memory stays B's: A still sees its own figures only.
     for i in range(100, 130):
