@@ -69,17 +69,25 @@ def short_side_shape(height: int, width: int, short: int | None) -> tuple[int, i
     return max(1, round(height * short / width)), short
 
 
-def resize_short_side(rgb: np.ndarray, short: int, *, enlarge: bool = True) -> np.ndarray:
-    """[H, W, 3] uint8 → C-contiguous [h, w, 3] uint8 with its short side at ``short``, aspect kept.
+def resize_rgb(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 → [h, w, 3] uint8, C-contiguous: area-averaged when shrinking (cheap and
+    antialiased), bilinear when enlarging; the input itself when it already has that shape."""
+    h, w = shape
+    if rgb.shape[:2] != (h, w):
+        shrinking = h * w < rgb.shape[0] * rgb.shape[1]
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb)
 
-    Area-averaged when shrinking (cheap and antialiased), bilinear when enlarging; with
-    ``enlarge=False`` a frame whose short side is already at most ``short`` comes back as it is.
+
+def resize_short_side(rgb: np.ndarray, short: int | None, *, enlarge: bool = True, copy: bool = False) -> np.ndarray:
+    """[H, W, 3] uint8 → [h, w, 3] uint8 with its short side at ``short``, aspect kept (``resize_rgb``).
+
+    short=None, or ``enlarge=False`` with the short side already at most ``short``: the frame as it
+    is. ``copy=True``: never the input's own memory.
     """
     h, w = rgb.shape[:2]
-    if not enlarge and min(h, w) <= short:
-        return np.ascontiguousarray(rgb)
-    nh, nw = short_side_shape(h, w, short)
-    if (nh, nw) == (h, w):
-        return np.ascontiguousarray(rgb)
-    mode = cv2.INTER_AREA if nh * nw < h * w else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(rgb, (nw, nh), interpolation=mode))
+    if short is not None and (enlarge or min(h, w) > short):
+        out = resize_rgb(rgb, short_side_shape(h, w, short))
+    else:
+        out = np.ascontiguousarray(rgb)
+    return out.copy() if copy and np.shares_memory(out, rgb) else out

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -27,6 +26,7 @@ from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frames
 from streamvid.compress.pregate import Change, PreGate
 from streamvid.config import AgentConfig
+from streamvid.imageops import resize_short_side
 from streamvid.segment import ShotDetector
 from streamvid.types import Frame, FrameTokens
 
@@ -111,12 +111,7 @@ def add_dropped(steps: list, t: float) -> None:
 
 def thumbnail(rgb: np.ndarray, short_side: int = THUMBNAIL_SHORT_SIDE) -> np.ndarray:
     """A small copy of a frame, aspect kept, for citations and the memory timeline."""
-    h, w = rgb.shape[:2]
-    scale = short_side / min(h, w)
-    if scale >= 1:
-        return np.ascontiguousarray(rgb).copy()
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return resize_short_side(rgb, short_side, enlarge=False, copy=True)
 
 
 @dataclass

@@ -229,3 +229,17 @@ def test_text_llm_rejects_bad_requests():
         NoModel().prompt_ids([])
     with pytest.raises(QuestionError):
         NoModel().generate("hi", max_new_tokens=0)
+
+
+def test_nms_drops_overlaps_and_boxes_inside_better_ones():
+    from streamvid.perceive._cv import nms
+
+    boxes = np.array([[10, 10, 50, 100],    # a person
+                      [12, 12, 50, 100],    # the same person, shifted: IoU ≈ 0.9
+                      [20, 20, 25, 40],     # their torso, wholly inside (IoU 0.2)
+                      [200, 10, 50, 100],   # someone else
+                      [205, 15, 50, 100]])  # them again, scored higher
+    scores = np.array([0.9, 0.8, 0.7, 0.5, 0.6])
+    assert nms(boxes, scores) == [0, 4]
+    assert nms(boxes, scores, iou_max=0.95, inside_max=1.0) == [0, 1, 2, 4, 3]
+    assert nms(np.zeros((0, 4)), np.zeros(0)) == []

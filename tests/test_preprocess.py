@@ -206,3 +206,28 @@ def test_auto_dtype_and_batch_size_follow_the_device():
         assert cpu_has_native_bf16(frozenset({"avx512f", "avx512_bf16"}))
         assert cpu_has_native_bf16(frozenset({"amx_bf16", "amx_tile"}))
     assert default_batch_size("cuda") > default_batch_size("cpu") >= 1
+
+
+def test_l2_normalise_numpy_and_torch_agree():
+    from streamvid.tensorops import l2_normalise
+
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    out = l2_normalise(x)
+    assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+    t = l2_normalise(torch.tensor(x, dtype=torch.float64))
+    assert t.dtype == torch.float64 and torch.allclose(t, torch.tensor([[0.6, 0.8], [0.0, 0.0]], dtype=torch.float64))
+    assert np.allclose(l2_normalise([0.0, 2.0]), [0.0, 1.0])
+
+
+def test_resize_short_side_keeps_aspect_and_never_enlarges_when_asked():
+    from streamvid.imageops import resize_short_side
+
+    frame = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    assert resize_short_side(frame, 45).shape == (45, 80, 3)
+    assert resize_short_side(frame, 180).shape == (180, 320, 3)
+    assert resize_short_side(frame, 180, enlarge=False) is frame
+    assert resize_short_side(frame, None) is frame
+    copy = resize_short_side(frame, 180, enlarge=False, copy=True)
+    assert copy is not frame and np.array_equal(copy, frame) and not np.shares_memory(copy, frame)
+    tall = resize_short_side(frame.transpose(1, 0, 2).copy(), 45)
+    assert tall.shape == (80, 45, 3) and tall.flags["C_CONTIGUOUS"]

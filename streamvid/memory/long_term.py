@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from streamvid.tensorops import l2_normalise
 from streamvid.types import Event, FrameTokens, TokenSet
 
 
@@ -43,13 +44,6 @@ def consolidate(tokens: TokenSet, budget: int) -> TokenSet:
     bounds = [0, *torch.cumsum(counts, 0).tolist()]
     return consolidate_groups([tokens.select(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
                               budget)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Unit-norm copy of a vector [k] (or rows of [n, k]) as float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 class EventBuilder:

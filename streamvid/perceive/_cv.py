@@ -1,9 +1,12 @@
-"""OpenCV helpers shared by the perception models: a bounded resize and the classic detectors' check."""
+"""OpenCV helpers shared by the perception models: a bounded resize, NMS and the classic detectors' check."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+import torchvision
+from torchvision.ops import box_area, box_convert
 
 from streamvid.errors import ModelError
 
@@ -39,24 +42,23 @@ def downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = 0.4) -> list[int]:
-    """Greedy non-maximum suppression. boxes [n, 4] as (x, y, w, h); returns kept indices, best first."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = 0.4, inside_max: float = 0.8) -> list[int]:
+    """Non-maximum suppression. boxes [n, 4] as (x, y, w, h), scores [n] → kept indices, best first.
+
+    torchvision.ops.nms drops a box whose IoU with a better kept one is above ``iou_max``; then a box
+    with more than ``inside_max`` of its area inside a better kept box goes too (HOG fires on a
+    person and on their torso, boxes whose IoU is small).
+    """
     if len(boxes) == 0:
         return []
-    x1, y1 = boxes[:, 0].astype(float), boxes[:, 1].astype(float)
-    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
-    area = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores, kind="stable")
+    xyxy = box_convert(torch.as_tensor(np.asarray(boxes), dtype=torch.float64), "xywh", "xyxy")
+    order = torchvision.ops.nms(xyxy, torch.as_tensor(np.asarray(scores), dtype=torch.float64), iou_max)
+    kept = xyxy[order]
+    # inside[i, j]: the share of box i's area that lies inside box j
+    inter = (torch.minimum(kept[:, None, 2:], kept[None, :, 2:]) - torch.maximum(kept[:, None, :2], kept[None, :, :2]))
+    inside = inter.clamp(min=0).prod(-1) / box_area(kept).clamp(min=1e-9)[:, None]
     keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = iw * ih
-        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
-        # Also drop a box mostly inside a better one (HOG fires on a person and on their torso).
-        inside = inter / np.maximum(area[rest], 1e-9)
-        order = rest[(iou <= iou_max) & (inside <= 0.8)]
-    return keep
+    for i in range(len(order)):  # the few boxes NMS left, best first
+        if not any(bool(inside[i, j] > inside_max) for j in keep):
+            keep.append(i)
+    return [int(order[i]) for i in keep]

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from streamvid.errors import StreamvidError
+from streamvid.tensorops import l2_normalise
 from streamvid.types import Event
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class WatchSet:
             raise StreamvidError(f"a watch threshold is a cosine similarity in [-1, 1], got {threshold}")
         key = self.agent.backend.encode_text([query])[0]
         key = np.asarray(key.detach().cpu().float().numpy() if hasattr(key, "detach") else key, dtype=np.float32)
-        key = key / max(float(np.linalg.norm(key)), 1e-12)
+        key = l2_normalise(key)
         watch = Watch(f"watch_{next(self._ids)}_{uuid.uuid4().hex[:6]}", query, float(threshold), bool(verify), key)
         with self._cond:
             self._watches[watch.id] = watch

@@ -8,10 +8,10 @@ import math
 import threading
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from streamvid.errors import ConfigError, SourceError
+from streamvid.imageops import resize_rgb, short_side_shape  # noqa: F401 (part of streamvid.sources' API)
 from streamvid.types import Frame
 
 FILE_BACKENDS = ("decord", "pyav", "opencv")
@@ -108,24 +108,6 @@ class FpsSampler:
             return False
         self._next_t = (math.floor(t * self.fps + self._EPS) + 1) / self.fps
         return True
-
-
-def short_side_shape(height: int, width: int, short: int | None) -> tuple[int, int]:
-    """(new_h, new_w) with the short side equal to ``short`` and the aspect ratio kept."""
-    if short is None:
-        return height, width
-    if height <= width:
-        return short, max(1, round(width * short / height))
-    return max(1, round(height * short / width)), short
-
-
-def resize_rgb(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """[H, W, 3] uint8 → [h, w, 3] uint8 (area filter when shrinking), C-contiguous."""
-    h, w = shape
-    if rgb.shape[:2] != (h, w):
-        shrinking = h * w < rgb.shape[0] * rgb.shape[1]
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
 
 
 class LatestFrameBuffer:

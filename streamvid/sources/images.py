@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from streamvid.errors import SourceError
-from streamvid.sources.base import FpsSampler, FrameSource, check_fps, resize_rgb, short_side_shape
+from streamvid.imageops import resize_short_side
+from streamvid.sources.base import FpsSampler, FrameSource, check_fps
 from streamvid.types import Frame
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -53,7 +54,7 @@ class ImageDirSource(FrameSource):
         if bgr is None:
             raise SourceError(self.spec, f"cannot decode image {file.name} (damaged or not an image)")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return resize_rgb(rgb, short_side_shape(rgb.shape[0], rgb.shape[1], self.size))
+        return resize_short_side(rgb, self.size)
 
     def __iter__(self) -> Iterator[Frame]:
         sampler = FpsSampler(self.fps)

@@ -18,12 +18,12 @@ from typing import Any
 import cv2
 
 from streamvid.errors import SourceError
+from streamvid.imageops import resize_short_side
 from streamvid.sources.base import (
     BufferedFrameSource,
     FpsSampler,
     FrameSource,
     LatestFrameBuffer,
-    resize_rgb,
     short_side_shape,
     source_error,
 )
@@ -161,7 +161,7 @@ class CameraSource(ThreadedLiveSource):
 
     def _rgb(self, bgr: Any) -> Any:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return resize_rgb(rgb, short_side_shape(rgb.shape[0], rgb.shape[1], self.size))
+        return resize_short_side(rgb, self.size)
 
     def _release(self) -> None:
         self._cap.release()

@@ -8,12 +8,11 @@ import time
 import numpy as np
 
 from streamvid.errors import SourceError
+from streamvid.imageops import resize_short_side
 from streamvid.sources.base import (
     BufferedFrameSource,
     FpsSampler,
     LatestFrameBuffer,
-    resize_rgb,
-    short_side_shape,
 )
 from streamvid.types import Frame
 
@@ -71,8 +70,7 @@ class PushSource(BufferedFrameSource):
             if not self._sampler.keep(t):
                 return False
             # Under the lock so concurrent pushers cannot reorder frames against their times.
-            shape = short_side_shape(rgb.shape[0], rgb.shape[1], self.size)
-            out = resize_rgb(rgb, shape) if self.size is not None else np.array(rgb, order="C", copy=True)
+            out = resize_short_side(rgb, self.size) if self.size is not None else np.array(rgb, order="C", copy=True)
             if self._buffer.put(Frame(index, t, out)):
                 with self._lock:
                     self._dropped += 1
