@@ -115,9 +115,13 @@ def api_overhead(base: str, manager: Any, reps: int, new_tokens: int) -> dict[st
 
         in_process(), over_api()  # warm-up
         local, api, trip = [], [], []
-        for _ in range(reps):  # interleaved, so load changes hit both alike
-            local.append(in_process())
-            api.append(over_api())
+        for i in range(reps):  # interleaved in alternating order, so load changes and order effects hit both
+            if i % 2:
+                api.append(over_api())
+                local.append(in_process())
+            else:
+                local.append(in_process())
+                api.append(over_api())
             trip.append(stats_roundtrip())
         http.delete(f"/v1/sessions/{sid}")
     diffs = [a - b for a, b in zip(api, local, strict=True)]
@@ -273,7 +277,7 @@ def verify_check_ms(manager: Any, base: str, events: int = 6) -> dict[str, Any]:
 def serve_report(seconds: float, sessions: int, reps: int) -> dict[str, Any]:
     from streamvid.serve import ServeSettings
 
-    budget = 1024
+    budget = 256  # small, so that the 60 s run fills each session's budget and shows it holds
     settings = ServeSettings(port=_free_port(), preset="tiny-random", max_sessions=sessions + 4,
                              session_ram_tokens=budget, overrides={"captions": False})
     load0 = load_average()

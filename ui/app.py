@@ -27,6 +27,7 @@ from streamvid_ui.render import (
     format_notice,
     format_progress,
     format_stats,
+    format_watch,
     human_bytes,
     player_can_show,
     timeline_items,
@@ -190,6 +191,24 @@ class StreamvidApp:
             return
         yield from self._answer(live, question, history, seekable=False)
 
+    def watch_live(self, query: str | None, request: gr.Request | None = None) -> tuple[str, str]:
+        """Set the Live tab's standing query ("tell me when …"; empty stops it): (watch panel, notice)."""
+        notice = None
+        try:
+            self.session(request).live.watch(query)
+        except StreamvidError as exc:
+            notice = str(exc)
+        except Exception as exc:
+            notice = _unexpected(exc, "setting the watch")
+        return self.refresh_watch(request), format_notice(notice)
+
+    def refresh_watch(self, request: gr.Request | None = None) -> str:
+        """The watch panel for the timer (not activity; builds no session)."""
+        session = self.sessions.get(_session_id(request), create=False)
+        if session is None or session.live.watch_spec is None:
+            return format_watch(None, [])
+        return format_watch(session.live.watch_spec["query"], session.live.watch_matches())
+
     # ------------------------------------------------------------------ video tab
     def index_video(self, upload: str | None, path_text: str | None,
                     request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
@@ -328,11 +347,21 @@ class StreamvidApp:
                 c["notice"] = gr.HTML("", elem_id="sv-live-notice", js_on_load=None)
                 c["citations"] = gr.HTML(format_citations(None, seekable=False), elem_id="sv-live-citations",
                                          js_on_load=None)
+                with gr.Row():
+                    c["watch_query"] = gr.Textbox(placeholder="Tell me when… (e.g. a person enters)", scale=4,
+                                                  show_label=False, elem_id="sv-live-watch-query", max_lines=1)
+                    c["watch"] = gr.Button("Watch", scale=1, elem_id="sv-live-watch")
+                c["watch_matches"] = gr.HTML(format_watch(None, []), elem_id="sv-live-watch-matches",
+                                             js_on_load=None)
         c["cam"].stream(self.on_frame, inputs=[c["cam"]], outputs=None, stream_every=self.stream_every,
                         time_limit=None, show_progress="hidden", concurrency_limit=1, concurrency_id="live-frames")
         timer = gr.Timer(self.refresh_s)
         timer.tick(self.refresh_live, outputs=[c["stats"], c["captions"]], show_progress="hidden",
                    concurrency_limit=1, concurrency_id="live-refresh")
+        timer.tick(self.refresh_watch, outputs=[c["watch_matches"]], show_progress="hidden",
+                   concurrency_limit=1, concurrency_id="live-watch-refresh")
+        for trigger in (c["watch_query"].submit, c["watch"].click):
+            trigger(self.watch_live, inputs=[c["watch_query"]], outputs=[c["watch_matches"], c["notice"]])
         c["stop"].click(self.stop_live, outputs=[c["stats"], c["captions"], c["notice"]])
         c["start"].click(self.start_live, outputs=[c["stats"], c["captions"], c["notice"]])
         c["reset"].click(self.reset_live, outputs=[c["stats"], c["captions"], c["chat"], c["citations"], c["notice"]])

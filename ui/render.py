@@ -169,6 +169,23 @@ def thumbnail_data_uri(rgb: np.ndarray | None, max_side: int = 160) -> str | Non
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
+def format_watch(query: str | None, matches: Sequence[Any], limit: int = 12) -> str:
+    """The Live tab's watch panel: the query, how many matches, the newest ``limit`` with time, score
+    and thumbnail (each match has .t, .t_start, .t_end, .score, .thumbnail, as WatchMatch)."""
+    if not query:
+        return '<div id="sv-watch-panel">No watch set: type what to look for, e.g. "a person enters".</div>'
+    n = len(matches)
+    rows = []
+    for m in reversed(matches[-limit:] if limit > 0 else []):
+        uri = thumbnail_data_uri(m.thumbnail, max_side=96)
+        img = f'<img src="{uri}" alt="" style="height:48px;vertical-align:middle"> ' if uri else ""
+        rows.append(f'<div class="sv-match" data-t="{m.t:.3f}" data-t-start="{m.t_start:.3f}" '
+                    f'data-t-end="{m.t_end:.3f}">{img}{format_time(m.t)} — score {m.score:.2f} '
+                    f'{html.escape(format_span(m.t_start, m.t_end))}</div>')
+    head = f"Watching for “{html.escape(query)}”: {n} match{'' if n == 1 else 'es'}."
+    return f'<div id="sv-watch-panel"><div>{head}</div>{"".join(rows)}</div>'
+
+
 def citations_text(citations: Sequence[Citation]) -> str:
     """A one-line list of cited spans for the chat transcript, e.g. "Cited: [00:00:01–00:00:04], …"."""
     if not citations:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from streamvid.agent import AnswerStream, StreamAgent
     from streamvid.backends import Backend
     from streamvid.config import AgentConfig
+    from streamvid.serve.watches import WatchMatch, WatchSet
     from streamvid.types import Caption, Event
 
 log = logging.getLogger("streamvid_ui")
@@ -86,6 +87,9 @@ class LiveSession:
         self.last_error: str | None = None
         self.last_error_at = 0.0
         self._captions: list[Caption] = []
+        # The standing query ("tell me when …"): kept across resets, scored by a WatchSet on the agent.
+        self.watch_spec: dict[str, Any] | None = None
+        self._watches: WatchSet | None = None
 
     def _note_error(self, exc: BaseException) -> None:
         self.last_error = str(exc)
@@ -99,7 +103,45 @@ class LiveSession:
     def _agent_locked(self) -> StreamAgent:
         if self._agent is None:
             self._agent = self._factory()
+            if self.watch_spec is not None:
+                self._watches = self._new_watches(self._agent, self.watch_spec)
         return self._agent
+
+    @staticmethod
+    def _new_watches(agent: StreamAgent, spec: dict[str, Any]) -> WatchSet:
+        from streamvid.serve.watches import WatchSet
+
+        watches = WatchSet(agent)
+        try:
+            watches.add(**spec)
+        except BaseException:
+            watches.close()
+            raise
+        return watches
+
+    def watch(self, query: str | None, *, threshold: float | None = None, verify: bool = True) -> None:
+        """Watch the live stream for ``query`` from now on, replacing the previous watch (its matches
+        go with it); an empty query stops watching. See streamvid.serve.watches for the scoring."""
+        with self._lock:
+            if self._watches is not None:
+                self._watches.close()
+                self._watches = None
+            self.watch_spec = None
+            if query and query.strip():
+                from streamvid.serve.watches import check_query
+
+                self.watch_spec = {"query": check_query(query), "threshold": threshold, "verify": verify}
+            if self.watch_spec is not None and self._agent is not None:
+                try:
+                    self._watches = self._new_watches(self._agent, self.watch_spec)
+                except StreamvidError:
+                    self.watch_spec = None
+                    raise
+
+    def watch_matches(self) -> list[WatchMatch]:
+        """The current watch's matches, oldest first."""
+        watches = self._watches
+        return [] if watches is None else [m for w in watches.list() for m in w.matches]
 
     def push(self, rgb: np.ndarray | None) -> bool:
         """Give one webcam frame (H×W×3 uint8 RGB) to the agent, starting ingestion if it is not running.
@@ -149,9 +191,12 @@ class LiveSession:
 
     def reset(self) -> None:
         """Forget everything: close the agent; the next frame or question builds a fresh one. A stopped
-        session stays stopped."""
+        session stays stopped, and the watch stays set (its matches are forgotten)."""
         with self._lock:
             agent, self._agent = self._agent, None
+            if self._watches is not None:
+                self._watches.close()
+                self._watches = None
             self.meter = RateMeter(window_s=5.0)
             self.frames_received = 0
             self.frames_ignored = 0

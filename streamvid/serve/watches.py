@@ -51,6 +51,16 @@ def default_threshold(agent: StreamAgent) -> float:
     return DEFAULT_THRESHOLD_OFFLINE if agent.config.backend == "offline" else DEFAULT_THRESHOLD_CLIP
 
 
+def check_query(query: object) -> str:
+    """The query with its spacing normalised; StreamvidError when it is empty, not text or too long."""
+    if not isinstance(query, str) or not query.strip():
+        raise StreamvidError("a watch needs a non-empty query")
+    query = " ".join(query.split())
+    if len(query) > MAX_QUERY_CHARS:
+        raise StreamvidError(f"the watch query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+    return query
+
+
 def score_event(query_key: np.ndarray, event: Event, threshold: float) -> tuple[float, float | None]:
     """(best cosine of ``query_key`` [k] with the event's key and frame keys [f, k], time of the first
     frame whose key reaches ``threshold`` — the event's start when only the event key does — or None)."""
@@ -164,11 +174,7 @@ class WatchSet:
     def add(self, query: str, threshold: float | None = None, verify: bool = True, backfill: bool = False) -> Watch:
         """A new watch over the events that close from now on; with ``backfill``, also over the events
         already in the memory's RAM (oldest first)."""
-        if not isinstance(query, str) or not query.strip():
-            raise StreamvidError("a watch needs a non-empty query")
-        query = " ".join(query.split())
-        if len(query) > MAX_QUERY_CHARS:
-            raise StreamvidError(f"the watch query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+        query = check_query(query)
         if threshold is None:
             threshold = default_threshold(self.agent)
         if not -1.0 <= float(threshold) <= 1.0:
