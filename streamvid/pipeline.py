@@ -24,10 +24,10 @@ import torch
 
 from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frames
-from streamvid.compress.pregate import Change, PreGate
+from streamvid.compress.pregate import Change, PreGate, small_copy
 from streamvid.config import AgentConfig
 from streamvid.imageops import resize_short_side
-from streamvid.segment import ShotDetector
+from streamvid.segment import SHOT_SIDE, ShotDetector
 from streamvid.types import Frame, FrameTokens
 
 THUMBNAIL_SHORT_SIDE = 96
@@ -161,7 +161,7 @@ class FramePipeline:
         self.encoder = encoder
         self.llm = llm
         self.timer = StageTimer()
-        self.pregate = PreGate() if getattr(config, "pregate", True) else None
+        self.pregate = PreGate(side=SHOT_SIDE) if getattr(config, "pregate", True) else None
         self.gate = FrameGate(config.tau_dup)
         self.shots = ShotDetector()
         self._last_tokens: torch.Tensor | None = None
@@ -206,16 +206,16 @@ class FramePipeline:
         frames = list(frames)
         self.frames_in += len(frames)
         batch = GatedBatch(frames, [Change.GLOBAL] * len(frames))
-        with self.timer.stage("shots", len(frames)):
+        with self.timer.stage("pregate", len(frames)):
             for i, f in enumerate(frames):
-                if self.shots.update(f.rgb):
+                small = small_copy(f.rgb, SHOT_SIDE)  # one full-size resize serves both checks
+                if self.shots.update(small):
                     batch.cuts.add(i)
                 elif self.shots.in_transition:
                     batch.fading.add(i)
-        if self.pregate is not None:
-            with self.timer.stage("pregate", len(frames)):
-                verdicts = [self.pregate.check(f.rgb) for f in frames]
-            batch.verdicts = [Change.GLOBAL if i in batch.cuts and not v.passes else v for i, v in enumerate(verdicts)]
+                if self.pregate is not None:
+                    v = self.pregate.check_thumbnail(small.astype(np.float32))
+                    batch.verdicts[i] = Change.GLOBAL if i in batch.cuts and not v.passes else v
         return batch
 
     def device_stage(self, batch: GatedBatch) -> EncodedBatch:

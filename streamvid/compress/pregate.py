@@ -18,10 +18,15 @@ flicker touch every cell alike, a new object touches few), and a cell must excee
 
 API (pure functions + one small class; all arrays are numpy, CPU only)::
 
-    thumb = gate_thumbnail(rgb)                  # H×W×3 uint8 → float32 [side, side, 3]
+    small = small_copy(rgb)                      # H×W×3 uint8 → uint8 [side, side, 3] (area-averaged)
+    thumb = gate_thumbnail(rgb)                  # the same as float32
     cells = block_change(thumb, last)            # → float32 [side/block, side/block], grey levels
     verdict = classify_change(cells)             # → Change.SAME | Change.LOCAL | Change.GLOBAL
     gate = PreGate(); gate.check(rgb) → Change   # stateful: compares with the last frame let through
+    gate.check_thumbnail(thumb) → Change         # the same from a thumbnail made elsewhere (same side)
+
+Cost: one area resize of the full frame per frame (the pipeline shares that 64×64 copy with the
+shot detector), then arithmetic on 64×64×3 numbers.
 """
 
 from __future__ import annotations
@@ -58,9 +63,13 @@ def gate_thumbnail(rgb: np.ndarray, side: int = GATE_SIDE) -> np.ndarray:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise ConfigError(f"the pre-gate needs an H×W×3 uint8 RGB frame, got {got}")
-    step = max(1, min(rgb.shape[:2]) // (4 * side))  # a strided view first: 4× less to average at 720p
-    small = cv2.resize(rgb[::step, ::step], (side, side), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32)
+    return small_copy(rgb, side).astype(np.float32)
+
+
+def small_copy(rgb: np.ndarray, side: int = GATE_SIDE) -> np.ndarray:
+    """H×W×3 uint8 → uint8 [side, side, 3], area-averaged: the one full-size resize per frame. The
+    pipeline gives this same copy to the shot detector (``segment.shot_histogram`` takes 64×64)."""
+    return cv2.resize(np.ascontiguousarray(rgb), (side, side), interpolation=cv2.INTER_AREA)
 
 
 def block_change(a: np.ndarray, b: np.ndarray, block: int = GATE_BLOCK) -> np.ndarray:
