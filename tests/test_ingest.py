@@ -262,3 +262,21 @@ def test_start_stop_cycles_leave_no_threads_and_count_every_frame():
             assert new >= 1 and new + agent.dropped_frames == 6
     finally:
         agent.close()
+
+
+# ------------------------------------------------------------------------------------- bench_gpu.py
+def test_bench_gpu_records_a_failing_section_and_still_writes_json(tmp_path, capsys):
+    """One section's failure is kept in the JSON and the table; the run still ends normally."""
+    import json
+
+    from streamvid_bench import gpu
+
+    out = tmp_path / "gpu.json"
+    code = gpu.main(["--device", "cpu", "--quick", "--sections", "gate", "--media", str(tmp_path / "none"),
+                     "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert "vtest.avi" in result["sections"]["gate"]["error"]
+    assert [t["target"] for t in result["targets"]][0].startswith("CPU SmolVLM")
+    assert "[gate] failed" in capsys.readouterr().out
+    assert gpu.main(["--device", "cpu", "--sections", "nope", "--out", str(out)]) == 2
