@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("streamvid.cli")
 
 
 def _agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -23,12 +26,25 @@ def _agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def show_logs(verbosity: int) -> None:
+    """streamvid's log records as plain one-line sentences on stderr: notes and warnings by default,
+    debug detail with -v, warnings only with -q (errors are always printed by main)."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("streamvid: %(message)s"))
+    root = logging.getLogger("streamvid")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
 def quiet_libraries() -> None:
     """Plain short sentences only: no weight-loading progress bars or library log lines.
 
     Must run before transformers is imported (it reads these settings at import time).
     """
-    import logging
     import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -188,8 +204,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         finally:
             agent.memory.close()
     end = "stopped" if interrupted else "done"
-    print(f"streamvid: {end}: {count} captions from {stats['frames_seen']} frames, {stats['events']} events.",
-          file=sys.stderr)
+    log.info("%s: %d captions from %d frames, %d events.", end, count, stats["frames_seen"], stats["events"])
     return EXIT_OK
 
 
@@ -201,10 +216,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StreamvidError(f"streamvid ui needs the browser app's extra ({exc.name} is not installed): "
                              "pip install 'streamvid[ui]'") from exc
-    import logging
-
     logging.getLogger("streamvid_ui").setLevel(logging.INFO)  # the server's log: sessions opening and closing
-    print(f"Loading models for the {args.preset} preset, then serving http://{args.host}:{args.port}", file=sys.stderr)
+    log.info("Loading models for the %s preset, then serving http://%s:%s", args.preset, args.host, args.port)
     launch(args.host, args.port, args.preset, max_upload_mb=args.max_upload_mb, allowed_dirs=args.allow_dir,
            stream_every=args.stream_every, session_timeout_s=args.session_timeout * 60.0, **_agent_overrides(args))
     return EXIT_OK
@@ -273,17 +286,30 @@ def _usage(args: argparse.Namespace, message: str) -> int:
     return EXIT_USAGE
 
 
+def output_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """--debug, -v and -q, accepted before or after the command (a command's copy defaults to
+    SUPPRESS so that it keeps the top-level value unless given)."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="count", default=default(0), help="more detail on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                   help="only warnings and errors on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from streamvid import __version__
     from streamvid.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="streamvid", description="Streaming video understanding agent.")
     parser.add_argument("--version", action="version", version=f"streamvid {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    output_args(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        output_args(p)
         p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET",
                        help="preset name: auto (default), " + ", ".join(PRESETS))
         p.add_argument("--model", help="hub id or local directory of the Video-LLM")
@@ -327,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a directory whose videos the player may serve (repeatable)")
     p.add_argument("--session-timeout", type=float, default=30.0, metavar="MINUTES",
                    help="free a browser session's memories after this long without activity (default 30)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    output_args(p)
     p.set_defaults(func=cmd_ui, parser=p)
 
     p = sub.add_parser("serve", help="an OpenAI-compatible API over live video sessions (see docs/API.md)")
@@ -377,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from streamvid.errors import StreamvidError
 
+    show_logs(args.verbose - int(args.quiet))
     if not args.debug:
         quiet_libraries()
     try:

@@ -1,13 +1,121 @@
-"""AgentConfig: every knob of the pipeline in one dataclass, plus the named presets."""
+"""AgentConfig: every knob of the pipeline in one dataclass, plus the named presets.
+
+``AgentConfig.__post_init__`` is the one place settings are checked and normalised (dtype
+aliases, device names, numbers); a bad value raises ConfigError naming the field. The small
+``check_*`` helpers below are the same checks for the APIs that take a setting on its own
+(``open_source(fps=…)``, ``ask(max_new_tokens=…)``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
+import math
+import numbers
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from streamvid.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The one dtype map: accepted names → the canonical torch dtype name (``getattr(torch, name)``); "auto" is
+# resolved per device by streamvid.device.resolve_dtype.
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32",
+          "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
+_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu)(:\d+)?)$")
+MAX_FRAME_SIDE = 8192  # frames are resized so their short side is at most this (and a source's size= too)
+MAX_NEW_TOKENS = 4096  # the most tokens one answer or caption may generate
+MAX_TEMPERATURE = 10.0
+# The memory numbers an event's frames in 15-bit slots below its text-key slots (memory/bank.py).
+MAX_SEGMENT_FRAMES = (1 << 15) - 2
+
+
+def _int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}" if lo is not None else f"<= {hi}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _number(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+            positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if positive and value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value:g}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo:g}" if hi is None else f"between {lo:g} and {hi:g}" if lo is not None else f"<= {hi:g}"
+        raise ConfigError(f"{name} must be {bounds}, got {value:g}")
+    return value
+
+
+def _text(name: str, value: Any, empty_ok: bool = True) -> str:
+    if not isinstance(value, str) or (not empty_ok and not value.strip()):
+        raise ConfigError(f"{name} must be {'text' if empty_ok else 'non-empty text'}, got {value!r}")
+    return value
+
+
+def check_fps(fps: Any, name: str = "fps") -> float | None:
+    """A sampling rate: a finite number > 0, or None (every frame)."""
+    return None if fps is None else _number(name, fps, positive=True)
+
+
+def check_size(size: Any, name: str = "size") -> int | None:
+    """A short side in pixels: 2 … MAX_FRAME_SIDE, or None (keep the source's size)."""
+    return None if size is None else _int(f"{name} (the short side in pixels)", size, 2, MAX_FRAME_SIDE)
+
+
+def normalise_dtype(dtype: Any) -> str:
+    """'bf16' → 'bfloat16' and so on; a torch.dtype gives its name. ConfigError for anything else."""
+    name = str(dtype).removeprefix("torch.").strip().lower() if dtype is not None else ""
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def normalise_device(device: Any) -> str:
+    """'CUDA' → 'cuda', 'cuda:1' stays; anything that is not a torch device name is a ConfigError."""
+    name = str(device).strip().lower() if isinstance(device, str) or type(device).__name__ == "device" else ""
+    if not _DEVICE.match(name):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+    return name
+
+
+def check_device_available(device: str) -> None:
+    """ConfigError when the device named exists as a kind but not on this machine (e.g. cuda with no GPU).
+    Cheap: asks torch, loads no model."""
+    import torch
+
+    kind, _, number = normalise_device(device).partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r} was asked for, but CUDA is not available on this machine "
+                              "(no NVIDIA GPU or driver, or a CPU-only torch); use --device cpu")
+        if number and int(number) >= count:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {count} CUDA device(s)")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} was asked for, but MPS is not available here; use --device cpu")
+    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ConfigError(f"device {device!r} was asked for, but no XPU is available here; use --device cpu")
+
+
+def check_generation(max_new_tokens: Any = None, temperature: Any = None, top_p: Any = None) -> None:
+    """Generation settings handed to ``ask``: ConfigError for a value out of range (None: not given)."""
+    if max_new_tokens is not None:
+        _int("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+    if temperature is not None:
+        _number("temperature", temperature, 0.0, MAX_TEMPERATURE)
+    if top_p is not None:
+        _number("top_p", top_p, 0.0, 1.0, positive=True)
 
 
 @dataclass
@@ -67,6 +175,51 @@ class AgentConfig:
     caption_similar: float = 0.95  # stay silent when the event's key has cosine >= this with the last caption's
     caption_min_gap_s: float = 0.0  # source seconds between captions at least (rate limit)
 
+    def __post_init__(self) -> None:
+        """Check every field and normalise names; ConfigError names the first bad one."""
+        for name in ("preset", "clip_model", "clip_pretrained"):
+            _text(name, getattr(self, name))
+        self.model = _text("model", self.model, empty_ok=False)
+        self.device = normalise_device(self.device)
+        self.dtype = normalise_dtype(self.dtype)
+        self.seed = _int("seed", self.seed, 0)
+        self.fps = check_fps(self.fps)
+        if self.fps is None:
+            raise ConfigError("fps must be a finite number > 0, got None")
+        self.batch_frames = _int("batch_frames", self.batch_frames, 1)
+        self.frame_size = check_size(self.frame_size, "frame_size")
+        # Cosine thresholds: 1 keeps all but exact repeats, -1 drops everything.
+        self.tau_dup = _number("tau_dup", self.tau_dup, -1.0, 1.0)
+        self.tau_temporal = _number("tau_temporal", self.tau_temporal, -1.0, 1.0)
+        self.caption_similar = _number("caption_similar", self.caption_similar, -1.0, 1.0)
+        self.tokens_per_frame = _int("tokens_per_frame", self.tokens_per_frame, 1)
+        self.short_term_frames = _int("short_term_frames", self.short_term_frames, 1)
+        self.event_tokens = _int("event_tokens", self.event_tokens, 1)
+        self.max_ram_tokens = _int("max_ram_tokens", self.max_ram_tokens, 1)
+        if self.max_ram_tokens < 4 * self.event_tokens:
+            raise ConfigError(f"max_ram_tokens ({self.max_ram_tokens}) must be at least 4 × event_tokens "
+                              f"({self.event_tokens}): room for the short-term frames, the open event and "
+                              "at least one long-term event")
+        if self.archive_dir is not None:
+            if not isinstance(self.archive_dir, (str, os.PathLike)):
+                raise ConfigError(f"archive_dir must be a path or None, got {self.archive_dir!r}")
+            self.archive_dir = os.fspath(self.archive_dir)
+        self.archive_max_bytes = _int("archive_max_bytes", self.archive_max_bytes, 0)
+        self.segment_min_frames = _int("segment_min_frames", self.segment_min_frames, 1, MAX_SEGMENT_FRAMES)
+        self.segment_max_frames = _int("segment_max_frames", self.segment_max_frames, self.segment_min_frames,
+                                       MAX_SEGMENT_FRAMES)
+        self.segment_z = _number("segment_z", self.segment_z)
+        self.segment_window = _int("segment_window", self.segment_window, 2)
+        if self.segment_hard_surprise is not None:
+            self.segment_hard_surprise = _number("segment_hard_surprise", self.segment_hard_surprise, 0.0, 2.0)
+        self.read_tokens = _int("read_tokens", self.read_tokens, 1)
+        self.search_k = _int("search_k", self.search_k, 1)
+        self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        if not isinstance(self.captions, bool):
+            raise ConfigError(f"captions must be True or False, got {self.captions!r}")
+        self.caption_tokens = _int("caption_tokens", self.caption_tokens, 1, MAX_NEW_TOKENS)
+        self.caption_min_gap_s = _number("caption_min_gap_s", self.caption_min_gap_s, 0.0)
+
     def replace(self, **overrides: Any) -> AgentConfig:
         """A copy with the named fields replaced; an unknown name raises ConfigError."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -105,8 +258,8 @@ def resolve_auto(model: str | None = None) -> str:
 
     if model_available(model or PRESETS[AUTO_CHOICE]["model"]):
         return AUTO_CHOICE
-    print(f"streamvid: {PRESETS[AUTO_CHOICE]['model']} is not cached and the hub is unreachable; "
-          "using the offline preset.", file=sys.stderr)
+    log.warning("%s is not cached and the hub is unreachable; using the offline preset.",
+                PRESETS[AUTO_CHOICE]["model"])
     return "offline"
 
 

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamvid.errors import ConfigError, ModelError
+from streamvid.config import normalise_dtype
+from streamvid.errors import ModelError
 
 log = logging.getLogger("streamvid.device")
 
-_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 # CPU flags (Linux /proc/cpuinfo names) of native bf16 matrix arithmetic.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 GPU_BATCH = 32  # SmolVLM-256M's tower on an H100: 1173 frames/s at 32, 1190 at 64 (docs/BENCHMARKS.md)
@@ -60,6 +59,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
     """
     if isinstance(dtype, torch.dtype):
         return dtype
+    dtype = normalise_dtype(dtype)  # the one map of names (streamvid.config.DTYPES); ConfigError if unknown
     if dtype == "auto":
         dev = torch.device(device)
         if dev.type == "cuda":
@@ -67,9 +67,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
         if dev.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
-    if dtype not in _NAMES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_NAMES)}")
-    return _NAMES[dtype]
+    return getattr(torch, dtype)
 
 
 def default_batch_size(device: str | torch.device) -> int:

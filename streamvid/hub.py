@@ -9,11 +9,6 @@ from collections.abc import Sequence
 from urllib.parse import urlparse
 
 
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE is set to a true value."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the hub endpoint answers a TCP connect within ``timeout_s``.
 

@@ -45,14 +45,11 @@ class EventSegmenter:
     used once ``warmup`` surprise values are known. A surprise above ``hard_surprise`` (when set)
     always cuts once the open event has ``min_frames``: a clear scene change early in a stream, or
     in a stream whose gate keeps few frames, needs no statistics to be seen.
+    The settings come from AgentConfig, which checks them (1 <= min_frames <= max_frames, window >= 2).
     """
 
     def __init__(self, *, min_frames: int = 2, max_frames: int = 64, z: float = 2.0, window: int = 32,
                  min_surprise: float = 0.02, warmup: int = 4, hard_surprise: float | None = None) -> None:
-        if min_frames < 1 or max_frames < min_frames:
-            raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
-        if window < 2:
-            raise ValueError(f"window must be >= 2, got {window}")
         self.min_frames = min_frames
         self.max_frames = max_frames
         self.z = z

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamvid.config import AgentConfig
+from streamvid.errors import ConfigError
 from streamvid.segment import EventSegmenter, adaptive_threshold, surprise
 
 
@@ -90,8 +92,10 @@ def test_state_round_trip_continues_identically():
 
 
 def test_bad_lengths_raise():
-    with pytest.raises(ValueError, match="min_frames"):
-        EventSegmenter(min_frames=5, max_frames=2)
+    with pytest.raises(ConfigError, match="segment_max_frames"):
+        AgentConfig(segment_min_frames=5, segment_max_frames=2)
+    with pytest.raises(ConfigError, match="segment_window"):
+        AgentConfig(segment_window=1)
 
 
 # ---- shot changes from pixels ------------------------------------------------------------------

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvF
+from huggingface_hub import constants
 from torchvision.transforms import InterpolationMode
 
 from streamvid.device import default_batch_size, frame_batches, resolve_dtype, upload_frames
 from streamvid.errors import ModelError
-from streamvid.hub import cached_hub_file, hub_offline, hub_reachable
+from streamvid.hub import cached_hub_file, hub_reachable
 from streamvid.imageops import normalize
 from streamvid.tensorops import l2_normalise
 
@@ -67,7 +68,7 @@ def _resolve_pretrained(model_name: str, pretrained: str) -> tuple[str, dict]:
         where = f"Hugging Face repo {repo_id}"
     else:
         where = tag_cfg.get("url", "its download URL")
-    if hub_offline():
+    if constants.HF_HUB_OFFLINE:
         raise ModelError(
             f"open_clip weights {model_name}/{pretrained} ({where}) are not in the local cache and "
             f"HF_HUB_OFFLINE is set; {how}"

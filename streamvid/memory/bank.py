@@ -111,7 +111,8 @@ class MemoryBank:
     def __init__(self, config: AgentConfig, *, key_dim: int, token_dim: int,
                  text_encoder: TextEncoder | None = None, image_encoder: ImageEncoder | None = None,
                  recall_bonus: int = 8, index_exact_max: int = 20_000) -> None:
-        _validate(config, key_dim, token_dim)
+        if key_dim < 1 or token_dim < 1:  # the config's own fields are checked by AgentConfig
+            raise ConfigError(f"key_dim and token_dim must be >= 1, got {key_dim}, {token_dim}")
         self.config = config
         self.key_dim = key_dim
         self.token_dim = token_dim
@@ -119,7 +120,8 @@ class MemoryBank:
         self.image_encoder = image_encoder
         self.recall_bonus = recall_bonus
         # The open event's token pool is consolidated to event_tokens whenever it passes open_cap.
-        # open_cap <= max_ram_tokens - 2·event_tokens keeps room for one long-term event (see _validate).
+        # open_cap <= max_ram_tokens - 2·event_tokens keeps room for one long-term event
+        # (AgentConfig guarantees max_ram_tokens >= 4·event_tokens).
         self.open_cap = max(2 * config.event_tokens, min(4 * config.event_tokens,
                                                          config.max_ram_tokens - 2 * config.event_tokens))
         self.short_cap = max(1, (config.max_ram_tokens - self.open_cap) // 2)
@@ -634,24 +636,6 @@ def _shrink(frame: FrameTokens, budget: int) -> FrameTokens:
     """A frame with more tokens than the short-term cap, merged down to ``budget`` tokens."""
     merged = consolidate(frame, budget)
     return FrameTokens(merged.tokens, merged.positions, merged.sizes, frame.grid, frame.t)
-
-
-def _validate(config: AgentConfig, key_dim: int, token_dim: int) -> None:
-    if key_dim < 1 or token_dim < 1:
-        raise ConfigError(f"key_dim and token_dim must be >= 1, got {key_dim}, {token_dim}")
-    if config.event_tokens < 1:
-        raise ConfigError(f"event_tokens must be >= 1, got {config.event_tokens}")
-    if config.short_term_frames < 1:
-        raise ConfigError(f"short_term_frames must be >= 1, got {config.short_term_frames}")
-    if config.max_ram_tokens < 4 * config.event_tokens:
-        raise ConfigError(f"max_ram_tokens ({config.max_ram_tokens}) must be at least 4 × event_tokens "
-                          f"({config.event_tokens}): room for the short-term frames, the open event and "
-                          "at least one long-term event")
-    if not 1 <= config.segment_min_frames <= config.segment_max_frames < TEXT_SLOT0 - 1:
-        raise ConfigError(f"need 1 <= segment_min_frames <= segment_max_frames < {TEXT_SLOT0 - 1}, got "
-                          f"{config.segment_min_frames}, {config.segment_max_frames}")
-    if config.segment_window < 2:
-        raise ConfigError(f"segment_window must be >= 2, got {config.segment_window}")
 
 
 # ---- restoring a state dict ----------------------------------------------------------------------

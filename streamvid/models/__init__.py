@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants
 
 from streamvid.device import resolve_dtype
 from streamvid.errors import ConfigError, ModelError
-from streamvid.hub import hub_offline, hub_reachable
+from streamvid.hub import hub_reachable
 from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
 from streamvid.models.paths import shared_model_dir, shared_models_root
 from streamvid.models.registry import ModelFamily, families, family_for_config
@@ -72,7 +73,7 @@ def model_available(model: str, timeout: float = 3.0) -> bool:
         snapshot_download(model, local_files_only=True)
         return True
     except Exception:
-        return not hub_offline() and hub_reachable(timeout)
+        return not constants.HF_HUB_OFFLINE and hub_reachable(timeout)
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -91,7 +92,7 @@ def resolve_model_dir(model: str) -> Path:
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception as cached_err:  # not in the cache (any flavour of hub error)
-        if hub_offline():
+        if constants.HF_HUB_OFFLINE:
             raise ModelError(f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
                              f"{_how_to_get(model)}") from cached_err
     if not hub_reachable():

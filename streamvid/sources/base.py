@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from streamvid.config import check_fps, check_size
 from streamvid.errors import ConfigError, SourceError
 from streamvid.imageops import resize_rgb, short_side_shape  # noqa: F401 (part of streamvid.sources' API)
 from streamvid.types import Frame
@@ -69,22 +70,6 @@ class FrameSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, backend={self.backend!r}, live={self.is_live})"
-
-
-def check_fps(fps: float | None) -> float | None:
-    if fps is None:
-        return None
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise ConfigError(f"fps must be a positive number or None, got {fps!r}")
-    return float(fps)
-
-
-def check_size(size: int | None) -> int | None:
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ConfigError(f"size (the short side in pixels) must be an int >= 2 or None, got {size!r}")
-    return int(size)
 
 
 class FpsSampler:
