@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from streamvid.backends import AnswerContext, Backend, GenerationOptions, make_backend
-from streamvid.config import AgentConfig, preset_config
+from streamvid.config import AgentConfig, check_device_available, check_generation, preset_config
 from streamvid.errors import ConfigError, MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
 from streamvid.pipeline import DroppedRun, StagedRun, steps_frames
@@ -42,16 +43,28 @@ log = logging.getLogger("streamvid.agent")
 LIVE_IN_FLIGHT = 2
 
 
+# Text shaped like a model's control tokens ("<image>", "<|im_start|>", "<end_of_utterance>"): in a
+# question it would be read as one, so its angle brackets become look-alike quotes.
+SPECIAL_TOKEN_LIKE = re.compile(r"<(\|?/?[A-Za-z_][\w:.\-/]*\|?)>")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def check_question(question: object) -> str:
-    """The question, stripped; QuestionError when it is not usable text."""
+    """The question, stripped, control characters blanked and special-token look-alikes neutralised;
+    QuestionError when it is not usable text (not a str, empty, too long, not valid Unicode)."""
     if not isinstance(question, str):
         raise QuestionError(f"a question must be text, got {type(question).__name__}")
-    q = question.strip()
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QuestionError(f"the question is not valid Unicode text (a lone surrogate at character {exc.start})") \
+            from None
+    q = CONTROL_CHARS.sub(" ", question).strip()
     if not q:
         raise QuestionError("the question is empty")
     if len(q) > MAX_QUESTION_CHARS:
         raise QuestionError(f"the question is {len(q)} characters long; the limit is {MAX_QUESTION_CHARS}")
-    return q
+    return SPECIAL_TOKEN_LIKE.sub(r"‹\1›", q)
 
 
 class Dialogue:
@@ -102,6 +115,7 @@ class StreamAgent:
         """An agent with fresh memory. ``backend``: one built for ``config`` (e.g. over models loaded
         elsewhere); None builds the one ``config.backend`` names. To share models, see ``sharing_models``."""
         self.config = config or AgentConfig()
+        check_device_available(self.config.device)  # before any model loads
         torch.manual_seed(self.config.seed)
         self.backend = backend if backend is not None else make_backend(self.config)
         self.memory = MemoryBank(self.config, key_dim=self.backend.key_dim, token_dim=self.backend.token_dim,
@@ -466,6 +480,7 @@ class StreamAgent:
         dialogue = self.dialogue if dialogue is None else dialogue
         self._raise_background_error()
         q = check_question(question)
+        check_generation(max_new_tokens, temperature, top_p)
         t0 = time.perf_counter()
         snap = self.memory.snapshot()
         _, blocks, used = gather(snap, q, budget=self.config.read_tokens, k=self.config.search_k,

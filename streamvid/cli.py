@@ -19,11 +19,67 @@ def _agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(args, "model", None):
         out["model"] = args.model
-    if getattr(args, "fps", None):
+    if getattr(args, "fps", None) is not None:
         out["fps"] = args.fps
     if getattr(args, "device", None):
         out["device"] = args.device
     return out
+
+
+def positive_fps(text: str) -> float:
+    """argparse type for --fps: a finite number > 0."""
+    from streamvid.config import check_fps
+    from streamvid.errors import ConfigError
+
+    try:
+        return check_fps(float(text))
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"must be a number of frames per second above 0, got {text!r}") from None
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Before any work: ``path`` can become a directory streamvid writes (ConfigError naming ``flag`` if not)."""
+    import tempfile
+    from pathlib import Path
+
+    from streamvid.errors import ConfigError
+
+    try:
+        target = Path(path).expanduser().absolute()
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{flag} {path}: exists and is not a directory")
+        if target.parts[1:2] and target.parts[1] in ("proc", "sys", "dev"):
+            raise ConfigError(f"{flag} {path}: is on a system filesystem (/{target.parts[1]}); "
+                              "choose a folder of yours")
+        parent = next(p for p in (target, *target.parents) if p.exists())
+        if not parent.is_dir():
+            raise ConfigError(f"{flag} {path}: {parent} is a file, so the folder cannot be made")
+        with tempfile.TemporaryFile(dir=parent):  # the honest test: can a file be made there?
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Before models load: ConfigError naming --port when ``host:port`` cannot be listened on."""
+    import socket
+
+    from streamvid.errors import ConfigError
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port}: choose a port from 1 to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: not an address this machine has ({exc.strerror or exc})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"port {port} on {host} is not free ({exc.strerror or exc}); "
+                              "choose another with --port") from None
 
 
 def show_logs(verbosity: int) -> None:
@@ -63,9 +119,11 @@ def quiet_libraries() -> None:
 
 
 def _config(args: argparse.Namespace):
-    from streamvid.config import preset_config
+    from streamvid.config import check_device_available, preset_config
 
-    return preset_config(args.preset, **_agent_overrides(args))
+    config = preset_config(args.preset, **_agent_overrides(args))
+    check_device_available(config.device)
+    return config
 
 
 def _open_video(spec: Any, config) -> Any:
@@ -137,6 +195,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    check_output_dir(args.memory, "--memory")
     config = _config(args)
     source = _open_video(args.video, config)
     agent = _make_agent(args, config)
@@ -209,6 +268,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from streamvid.config import check_device_available
     from streamvid.errors import StreamvidError
 
     try:
@@ -216,6 +276,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StreamvidError(f"streamvid ui needs the browser app's extra ({exc.name} is not installed): "
                              "pip install 'streamvid[ui]'") from exc
+    check_port_free(args.host, args.port)
+    if args.device:  # a bad --device fails here, before any model loads
+        check_device_available(args.device)
     logging.getLogger("streamvid_ui").setLevel(logging.INFO)  # the server's log: sessions opening and closing
     log.info("Loading models for the %s preset, then serving http://%s:%s", args.preset, args.host, args.port)
     launch(args.host, args.port, args.preset, max_upload_mb=args.max_upload_mb, allowed_dirs=args.allow_dir,
@@ -313,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET",
                        help="preset name: auto (default), " + ", ".join(PRESETS))
         p.add_argument("--model", help="hub id or local directory of the Video-LLM")
-        p.add_argument("--fps", type=float, help="frames per second to sample")
+        p.add_argument("--fps", type=positive_fps, help="frames per second to sample")
         p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -345,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="PRESET")
     p.add_argument("--model", help="hub id or local directory of the Video-LLM")
-    p.add_argument("--fps", type=float, help="frames per second to sample from indexed videos")
+    p.add_argument("--fps", type=positive_fps, help="frames per second to sample from indexed videos")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--max-upload-mb", type=float, default=4096, help="largest video upload (default 4096)")
     p.add_argument("--stream-every", type=float, default=0.5, help="seconds between webcam frames (default 0.5)")
@@ -385,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="decode a source and report its frames and times")
     p.add_argument("source")
-    p.add_argument("--fps", type=float)
+    p.add_argument("--fps", type=positive_fps)
     p.add_argument("--backend", choices=["decord", "pyav", "opencv"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info, parser=p)

@@ -27,7 +27,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32",
           "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
 _DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu)(:\d+)?)$")
-MAX_FRAME_SIDE = 8192  # frames are resized so their short side is at most this (and a source's size= too)
+MAX_FRAME_SIDE = 8192  # default bound on each side of a delivered frame; STREAMVID_MAX_FRAME_SIDE overrides it
 MAX_NEW_TOKENS = 4096  # the most tokens one answer or caption may generate
 MAX_TEMPERATURE = 10.0
 # The memory numbers an event's frames in 15-bit slots below its text-key slots (memory/bank.py).
@@ -68,9 +68,21 @@ def check_fps(fps: Any, name: str = "fps") -> float | None:
     return None if fps is None else _number(name, fps, positive=True)
 
 
+def max_frame_side() -> int:
+    """The largest side, in pixels, of a frame streamvid decodes or accepts: $STREAMVID_MAX_FRAME_SIDE,
+    else MAX_FRAME_SIDE. It keeps a typo such as size=100000 from allocating tens of gigabytes."""
+    value = os.environ.get("STREAMVID_MAX_FRAME_SIDE")
+    if not value:
+        return MAX_FRAME_SIDE
+    try:
+        return _int("STREAMVID_MAX_FRAME_SIDE", int(value), 2)
+    except ValueError:
+        raise ConfigError(f"STREAMVID_MAX_FRAME_SIDE must be a whole number of pixels, got {value!r}") from None
+
+
 def check_size(size: Any, name: str = "size") -> int | None:
-    """A short side in pixels: 2 … MAX_FRAME_SIDE, or None (keep the source's size)."""
-    return None if size is None else _int(f"{name} (the short side in pixels)", size, 2, MAX_FRAME_SIDE)
+    """A short side in pixels: 2 … max_frame_side(), or None (keep the source's size)."""
+    return None if size is None else _int(f"{name} (the short side in pixels)", size, 2, max_frame_side())
 
 
 def normalise_dtype(dtype: Any) -> str:

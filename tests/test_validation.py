@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import pytest
 
@@ -81,3 +82,189 @@ def test_auto_fallback_is_logged_not_printed(monkeypatch, caplog, capsys):
     assert config.preset == "offline"
     assert any(r.name.startswith("streamvid.") and "offline preset" in r.getMessage() for r in caplog.records)
     assert "offline preset" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- sources and push
+
+
+def test_size_over_the_bound_is_refused_before_any_decoder(make_video):
+    from streamvid.sources import open_source
+
+    path, _ = make_video("bound.mp4", duration=1.0, fps=5.0, width=64, height=48)
+    for backend in ("decord", "pyav", "opencv"):
+        with pytest.raises(ConfigError, match="size"):
+            open_source(path, size=100_000, backend=backend)
+
+
+def test_frame_side_bound_is_configurable(make_video, monkeypatch):
+    from streamvid.errors import SourceError
+    from streamvid.sources import open_source
+
+    path, _ = make_video("bound.mp4", duration=1.0, fps=5.0, width=64, height=48)
+    monkeypatch.setenv("STREAMVID_MAX_FRAME_SIDE", "32")
+    with pytest.raises(SourceError, match="over the limit of 32"):
+        open_source(path)
+    assert open_source(path, size=24).height == 24  # 24×32 fits
+    with pytest.raises(ConfigError, match="size"):
+        open_source(path, size=40)
+
+
+def test_a_path_too_long_is_a_source_error(tmp_path):
+    from streamvid.errors import SourceError
+    from streamvid.sources import FileSource, open_source
+
+    long_path = str(tmp_path / ("x" * 5000 + ".mp4"))
+    with pytest.raises(SourceError, match="not a usable path"):
+        open_source(long_path)
+    with pytest.raises(SourceError, match="cannot open the file"):
+        FileSource(long_path)
+    with pytest.raises(SourceError):
+        open_source("bad\0name.mp4")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1.0, 1e300, "1.0", True, [1.0]])
+def test_bad_push_times_are_refused_and_the_stream_goes_on(bad):
+    np = pytest.importorskip("numpy")
+    from streamvid.errors import SourceError
+    from streamvid.sources import PushSource
+
+    src = PushSource(max_pending=8)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    assert src.push(rgb, t=1.0)
+    with pytest.raises(SourceError, match="push"):
+        src.push(rgb, t=bad)
+    assert src.push(rgb, t=2.0)
+    src.close()
+    assert [f.t for f in src] == [1.0, 2.0]  # the refused frame left no trace, later times are not pinned
+
+
+def test_push_refuses_a_frame_over_the_side_bound(monkeypatch):
+    np = pytest.importorskip("numpy")
+    from streamvid.errors import SourceError
+    from streamvid.sources import PushSource
+
+    monkeypatch.setenv("STREAMVID_MAX_FRAME_SIDE", "16")
+    src = PushSource()
+    with pytest.raises(SourceError, match="limit of 16"):
+        src.push(np.zeros((8, 40, 3), np.uint8))
+    src.close()
+
+
+def test_piped_mp4_with_its_index_at_the_end_is_spooled(make_video, caplog):
+    import subprocess
+
+    from streamvid.sources import FileSource, open_source
+
+    path, manifest = make_video("moov-at-end.mp4", duration=2.0, fps=10.0, width=64, height=48)
+    data = path.read_bytes()
+    assert data.find(b"mdat") < data.find(b"moov")  # what this test is about
+    expected = [f.t for f in FileSource(path, backend="pyav")]
+    proc = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
+    logger = logging.getLogger("streamvid")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="streamvid"):
+            src = open_source(proc.stdout)
+    finally:
+        logger.removeHandler(caplog.handler)
+        proc.wait()
+    assert any("temporary file" in r.getMessage() for r in caplog.records)
+    spool = src.path
+    assert spool.exists()
+    times = [f.t for f in src]
+    src.close()
+    assert times == pytest.approx(expected) and len(times) == manifest["frame_count"]
+    assert not spool.exists()  # streamvid's own temporary file is removed
+
+
+def test_piped_streamable_containers_are_read_as_they_arrive(make_video):
+    import subprocess
+
+    from streamvid.sources import StreamSource, open_source
+
+    for name, options in [("fast.mp4", {"faststart": True}), ("piped.mkv", {})]:
+        path, manifest = make_video(name, duration=1.0, fps=10.0, width=64, height=48, **options)
+        proc = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
+        with open_source(proc.stdout) as src:
+            assert isinstance(src, StreamSource)
+            assert len(list(src)) == manifest["frame_count"]
+        proc.wait()
+
+
+# ---------------------------------------------------------------- questions and generation
+
+
+def test_questions_are_checked_and_special_tokens_neutralised():
+    from streamvid.agent import MAX_QUESTION_CHARS, check_question
+    from streamvid.errors import QuestionError
+
+    with pytest.raises(QuestionError, match="Unicode"):
+        check_question("what is \ud800 this?")
+    with pytest.raises(QuestionError, match="limit"):
+        check_question("a" * (MAX_QUESTION_CHARS + 1))
+    with pytest.raises(QuestionError, match="empty"):
+        check_question("\x00\x01  ")
+    assert check_question("what <image> is <|im_start|> here?") == "what ‹image› is ‹|im_start|› here?"
+    assert check_question("is 2 < 3 > 1?") == "is 2 < 3 > 1?"
+    assert check_question("a\x00b") == "a b"
+
+
+def test_device_that_is_not_here_fails_before_any_model_loads():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    import streamvid
+    from streamvid.config import check_device_available
+
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        check_device_available("cuda")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        streamvid.StreamAgent.from_preset("tiny-random", device="cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        streamvid.StreamAgent.from_preset("tiny-random", device="bogus")
+
+
+@pytest.fixture(scope="module")
+def live_agent():
+    import streamvid
+
+    agent = streamvid.StreamAgent.from_preset("tiny-random", device="cpu", fps=1000.0, captions=False,
+                                              max_new_tokens=4)
+    agent.start()
+    yield agent
+    agent.close()
+
+
+def test_agent_push_refuses_bad_times_and_ingestion_goes_on(live_agent):
+    np = pytest.importorskip("numpy")
+    from streamvid.errors import SourceError
+
+    rng = np.random.default_rng(0)
+    def frame():
+        return rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+    live_agent.push(frame(), t=0.0)
+    for bad in (math.nan, math.inf, -3.0, "1.0", 1e300):
+        with pytest.raises(SourceError):
+            live_agent.push(frame(), t=bad)
+    live_agent.push(frame(), t=1.0)
+    deadline = time.monotonic() + 60
+    while live_agent.memory.stats()["frames_seen"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_agent.is_running
+    assert live_agent.memory.stats()["frames_seen"] == 2
+    assert live_agent.memory.now == 1.0
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(temperature=math.nan), "temperature"), (dict(temperature=-0.5), "temperature"),
+    (dict(max_new_tokens=10**12), "max_new_tokens"), (dict(top_p=0.0), "top_p"),
+])
+def test_generation_settings_are_refused_before_generating(live_agent, settings, match):
+    with pytest.raises(ConfigError, match=match):
+        live_agent.ask("what is there?", **settings)
+
+
+def test_a_question_with_model_markers_is_answered(live_agent):
+    answer = live_agent.ask("what <image> is <fake_token_around_image> there <end_of_utterance>?")
+    assert isinstance(answer.text, str)

@@ -20,7 +20,7 @@ from streamvid.sources.base import (
     check_size,
     short_side_shape,
 )
-from streamvid.sources.files import FileSource, StreamSource
+from streamvid.sources.files import FileSource, StreamSource, open_stream
 from streamvid.sources.images import ImageDirSource
 from streamvid.sources.live import NETWORK_SCHEMES, CameraSource, NetworkSource, ThreadedLiveSource
 from streamvid.sources.push import PushSource
@@ -66,15 +66,21 @@ def open_source(spec: int | str | os.PathLike, fps: float | None = None, size: i
         elif scheme:
             known = ", ".join(NETWORK_SCHEMES)
             raise SourceError(text, f"unsupported URL scheme {scheme!r}; use one of {known}")
-        if _CAMERA.match(text) or (text.isdigit() and not Path(text).exists()):
+        try:
+            is_camera = bool(_CAMERA.match(text)) or (text.isdigit() and not Path(text).exists())
+            is_dir = not is_camera and Path(text).is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, an embedded NUL, …
+            raise SourceError(text[:200] + ("…" if len(text) > 200 else ""),
+                              f"not a usable path ({getattr(exc, 'strerror', None) or exc})") from exc
+        if is_camera:
             if backend not in (None, "opencv"):
                 raise SourceError(text, f"backend {backend!r} cannot read cameras; OpenCV reads them")
             return CameraSource(text, fps, size, timeout)
-        if Path(text).is_dir():
+        if is_dir:
             return ImageDirSource(text, fps, size, image_fps=image_fps)
         return FileSource(text, fps, size, backend=backend)
     if hasattr(spec, "read"):
-        return StreamSource(spec, fps, size)
+        return open_stream(spec, fps, size)
     raise SourceError(spec, f"not a source: expected a path, URL, camera index or binary stream, "
                             f"got {type(spec).__name__}")
 

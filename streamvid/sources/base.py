@@ -8,9 +8,7 @@ import math
 import threading
 from collections.abc import Iterator
 
-import numpy as np
-
-from streamvid.config import check_fps, check_size
+from streamvid.config import check_fps, check_size, max_frame_side
 from streamvid.errors import ConfigError, SourceError
 from streamvid.imageops import resize_rgb, short_side_shape  # noqa: F401 (part of streamvid.sources' API)
 from streamvid.types import Frame
@@ -70,6 +68,14 @@ class FrameSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, backend={self.backend!r}, live={self.is_live})"
+
+
+def check_frame_shape(spec: object, height: int, width: int) -> None:
+    """SourceError when frames of height×width would exceed the frame-side bound (see max_frame_side)."""
+    limit = max_frame_side()
+    if max(height, width) > limit:
+        raise SourceError(spec, f"frames would be {width}×{height} pixels, over the limit of {limit} per side; "
+                                "pass a smaller size= or raise STREAMVID_MAX_FRAME_SIDE")
 
 
 class FpsSampler:

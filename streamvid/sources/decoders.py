@@ -8,8 +8,11 @@ keep, before advancing, so frames skipped by ``fps=`` are decoded but never conv
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +30,48 @@ DecodedFrame = tuple[int, float, Callable[[], np.ndarray]]
 
 class StreamDamaged(Exception):
     """Decoding stopped early because the data is damaged or the connection broke."""
+
+
+_quieted: set[str] = set()
+
+
+def quiet_ffmpeg(backend: str) -> None:
+    """Silence the FFmpeg copy inside ``backend`` (each library bundles its own): damaged input is
+    reported once, as a SourceError or a TruncatedVideoWarning, not as FFmpeg's lines on stderr."""
+    if backend in _quieted:
+        return
+    _quieted.add(backend)
+    if backend == "pyav":
+        import av.logging
+
+        av.logging.set_level(None)  # PyAV: no FFmpeg log callback at all
+    elif backend == "decord":
+        # decord's own "frames corrupted and recovered" warning (damage is reported once, by us). Read
+        # when decord loads, and a value std::stof cannot parse aborts the process: set a valid one first.
+        try:
+            float(os.environ["DECORD_DUPLICATE_WARNING_THRESHOLD"])
+        except (KeyError, ValueError):
+            os.environ["DECORD_DUPLICATE_WARNING_THRESHOLD"] = "1.0"
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+    elif backend == "opencv":
+        # Read when OpenCV first opens a file with FFmpeg; -8 is AV_LOG_QUIET.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+        with contextlib.suppress(AttributeError):
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def failure(exc: BaseException) -> str:
+    """One line from a decoder library's exception: decord's messages carry a C++ trace and
+    time-stamped file positions; keep the last meaningful line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    if "Stack trace" in text or not text:
+        text = next((line for line in reversed(lines) if "Stack trace" not in line and not line.startswith("[bt]")),
+                    "")
+    return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)[:300] or type(exc).__name__
 
 
 def backend_available(name: str) -> bool:
@@ -60,56 +105,76 @@ def probe_video(target: str, spec: object, open_kwargs: dict[str, Any] | None = 
     """
     import av
 
+    quiet_ffmpeg("pyav")
     try:
         container = av.open(target, **(open_kwargs or {}))
     except av.EOFError as exc:
         raise source_error(spec, "zero-length or truncated video: the container ends before any frame",
                            exc) from exc
-    except (av.FFmpegError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise SourceError(spec, f"damaged metadata: a text field is not valid UTF-8 ({exc.reason})") from exc
+    except Exception as exc:  # av.FFmpegError, OSError, …: every failure names the file
         raise source_error(spec, "not a video FFmpeg can read, or a damaged/truncated file", exc) from exc
     try:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            raise SourceError(spec, f"no video stream in the container (streams: {', '.join(kinds)})" if kinds
-                              else "zero-length video: the container holds no streams")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name if stream.codec_context else "unknown"
-        first = None
-        try:
-            for frame in container.decode(stream):
-                first = frame
-                break
-        except av.FFmpegError as exc:
-            raise source_error(spec, f"cannot decode the {codec!r} video stream (unsupported codec "
-                                     "or damaged data)", exc) from exc
-        if first is None:
-            raise SourceError(spec, "zero-length video: the container has a video stream but no frames")
-        first_t = float(first.time) if first.time is not None else 0.0
-        rate = stream.average_rate or stream.guessed_rate
-        native_fps = float(rate) if rate else None
-        duration = None
-        if stream.duration and stream.time_base:
-            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            duration = float(stream.duration * stream.time_base) - (first_t - start)
-        elif container.duration:
-            # Some muxers (Matroska) declare the end time rather than the span; taking the smaller
-            # reading never reports an intact file as truncated.
-            declared = container.duration / 1e6
-            duration = declared - first_t if declared - first_t > 0 else declared
-        return VideoInfo(
-            width=int(first.width), height=int(first.height), codec=codec,
-            container=container.format.name, native_fps=native_fps,
-            duration=duration if duration and duration > 0 else None,
-            frame_count=int(stream.frames) or None,
-            time_base=Fraction(stream.time_base) if stream.time_base else None,
-        )
+        return _probe_open(container, spec)
+    except SourceError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise SourceError(spec, f"damaged metadata: a text field is not valid UTF-8 ({exc.reason})") from exc
+    except Exception as exc:
+        raise source_error(spec, "damaged container: its video stream cannot be read", exc) from exc
     finally:
         container.close()
 
 
+def _probe_open(container: Any, spec: object) -> VideoInfo:
+    """probe_video's reading of an open container."""
+    import av
+
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        raise SourceError(spec, f"no video stream in the container (streams: {', '.join(kinds)})" if kinds
+                          else "zero-length video: the container holds no streams")
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name if stream.codec_context else "unknown"
+    first = None
+    try:
+        for frame in container.decode(stream):
+            first = frame
+            break
+    except av.FFmpegError as exc:
+        raise source_error(spec, f"cannot decode the {codec!r} video stream (unsupported codec "
+                                 "or damaged data)", exc) from exc
+    if first is None:
+        raise SourceError(spec, "zero-length video: the container has a video stream but no frames")
+    first_t = float(first.time) if first.time is not None else 0.0
+    rate = stream.average_rate or stream.guessed_rate
+    native_fps = float(rate) if rate else None
+    duration = None
+    if stream.duration and stream.time_base:
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        duration = float(stream.duration * stream.time_base) - (first_t - start)
+    elif container.duration:
+        # Some muxers (Matroska) declare the end time rather than the span; taking the smaller
+        # reading never reports an intact file as truncated.
+        declared = container.duration / 1e6
+        duration = declared - first_t if declared - first_t > 0 else declared
+    return VideoInfo(
+        width=int(first.width), height=int(first.height), codec=codec,
+        container=container.format.name, native_fps=native_fps,
+        duration=duration if duration and duration > 0 else None,
+        frame_count=int(stream.frames) or None,
+        time_base=Fraction(stream.time_base) if stream.time_base else None,
+    )
+
+
 def probe_video_opencv(path: str, spec: object) -> VideoInfo:
     """The same checks through OpenCV, for installs without PyAV."""
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    quiet_ffmpeg("opencv")
+    try:
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    except Exception as exc:  # cv2.error
+        raise source_error(spec, "not a video OpenCV can read", exc) from exc
     try:
         if not cap.isOpened():
             raise SourceError(spec, "not a video OpenCV can read, or a damaged/truncated file")
@@ -120,6 +185,10 @@ def probe_video_opencv(path: str, spec: object) -> VideoInfo:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         return VideoInfo(width=bgr.shape[1], height=bgr.shape[0], codec="unknown", container="unknown",
                          native_fps=fps, duration=count / fps if fps and count else None, frame_count=count)
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise source_error(spec, "OpenCV cannot read the file", exc) from exc
     finally:
         cap.release()
 
@@ -168,24 +237,34 @@ class PyAVDecoder(Decoder):
                  open_cause: str = "cannot open with PyAV") -> None:
         import av
 
-        self._av = av
+        quiet_ffmpeg("pyav")
         try:
             self.container = av.open(target, **(open_kwargs or {}))
-        except (av.FFmpegError, OSError) as exc:
+        except UnicodeDecodeError as exc:
+            raise SourceError(spec, f"damaged metadata: a text field is not valid UTF-8 ({exc.reason})") from exc
+        except Exception as exc:  # av.FFmpegError, OSError, …
             raise source_error(spec, open_cause, exc) from exc
-        if not self.container.streams.video:
+        try:
+            if not self.container.streams.video:
+                raise SourceError(spec, "no video stream in the container")
+            self.stream = self.container.streams.video[0]
+            self.stream.thread_type = "AUTO"
+            self._fallback_step = 1.0 / float(self.stream.average_rate or 30)
+        except Exception as exc:
             self.container.close()
-            raise SourceError(spec, "no video stream in the container")
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+            if isinstance(exc, SourceError):
+                raise
+            raise source_error(spec, "damaged container: its video stream cannot be read", exc) from exc
         self.shape = shape
-        self._fallback_step = 1.0 / float(self.stream.average_rate or 30)
 
     def _rgb(self, frame: Any) -> np.ndarray:
-        if self.shape is None or self.shape == (frame.height, frame.width):
-            return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-        h, w = self.shape
-        return np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA"))
+        try:
+            if self.shape is None or self.shape == (frame.height, frame.width):
+                return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+            h, w = self.shape
+            return np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA"))
+        except Exception as exc:  # a frame FFmpeg cannot convert (damaged size or format)
+            raise StreamDamaged(f"cannot convert a decoded frame ({failure(exc)})") from exc
 
     def frames(self) -> Iterator[DecodedFrame]:
         t_prev = None
@@ -199,8 +278,8 @@ class PyAVDecoder(Decoder):
                     t = 0.0 if t_prev is None else t_prev + self._fallback_step
                 t_prev = t
                 yield index, t, lambda frame=frame: self._rgb(frame)
-        except (self._av.FFmpegError, OSError) as exc:
-            raise StreamDamaged(str(exc).strip() or type(exc).__name__) from exc
+        except Exception as exc:  # av.FFmpegError, OSError, UnicodeDecodeError, …
+            raise StreamDamaged(failure(exc)) from exc
 
     def close(self) -> None:
         self.container.close()
@@ -224,32 +303,47 @@ class OpenCVDecoder(Decoder):
 
     def __init__(self, target: str, spec: object, shape: tuple[int, int] | None,
                  time_base: Fraction | None = None) -> None:
-        self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+        quiet_ffmpeg("opencv")
         self.time_base = time_base
-        if not self._cap.isOpened():
-            raise SourceError(spec, "OpenCV cannot open the file")
-        # PyAV and decord do not apply rotation metadata; match them.
-        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
         self.shape = shape
+        try:
+            self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+            opened = self._cap.isOpened()
+            # PyAV and decord do not apply rotation metadata; match them.
+            self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+        except Exception as exc:  # cv2.error
+            raise source_error(spec, "OpenCV cannot open the file", exc) from exc
+        if not opened:
+            raise SourceError(spec, "OpenCV cannot open the file")
 
     def _rgb(self) -> np.ndarray:
-        ok, bgr = self._cap.retrieve()
-        if not ok:
-            raise StreamDamaged("OpenCV could not convert a decoded frame")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return rgb if self.shape is None else resize_rgb(rgb, self.shape)
+        try:
+            ok, bgr = self._cap.retrieve()
+            if ok and bgr is not None and bgr.ndim == 3:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                return rgb if self.shape is None else resize_rgb(rgb, self.shape)
+        except Exception as exc:  # cv2.error
+            raise StreamDamaged(f"OpenCV could not convert a decoded frame ({failure(exc)})") from exc
+        raise StreamDamaged("OpenCV could not convert a decoded frame")
 
     def frames(self) -> Iterator[DecodedFrame]:
         index, prev, step = 0, None, 0.0
-        while self._cap.grab():
-            t = snap_to_ticks(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, self.time_base)
-            if prev is not None:
-                # OpenCV reports 0 for a frame without a timestamp (often the last one flushed).
-                t = t if t > prev else prev + step
-                step = t - prev
-            prev = t
-            yield index, t, self._rgb
-            index += 1
+        try:
+            while self._cap.grab():
+                t = snap_to_ticks(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, self.time_base)
+                if not math.isfinite(t):
+                    t = 0.0
+                if prev is not None:
+                    # OpenCV reports 0 for a frame without a timestamp (often the last one flushed).
+                    t = t if t > prev else prev + step
+                    step = t - prev
+                prev = t
+                yield index, t, self._rgb
+                index += 1
+        except StreamDamaged:
+            raise
+        except Exception as exc:  # cv2.error
+            raise StreamDamaged(failure(exc)) from exc
 
     def close(self) -> None:
         self._cap.release()
@@ -263,6 +357,7 @@ class DecordDecoder(Decoder):
 
     def __init__(self, target: str, spec: object, shape: tuple[int, int] | None,
                  duration: float | None = None, time_base: Fraction | None = None) -> None:
+        quiet_ffmpeg("decord")
         import decord
 
         self._decord = decord
@@ -272,28 +367,34 @@ class DecordDecoder(Decoder):
             n = len(self._reader)
             self._times = (self._reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
                            if n else np.zeros(0))
-        except (decord.DECORDError, RuntimeError) as exc:
-            raise source_error(spec, "decord cannot open the file", exc) from exc
+        except Exception as exc:  # DECORDError, RuntimeError, UnicodeDecodeError, …
+            raise SourceError(spec, f"decord cannot open the file ({failure(exc)})") from exc
         # decord reports missing PTS as huge negative numbers (AVI has no PTS, only DTS).
         self.timestamps_ok = bool(n) and bool(np.all(np.isfinite(self._times))) and \
             self._times.min() > -1e6 and bool(np.all(np.diff(self._times) >= 0))
         if self.timestamps_ok and time_base:
             self._times = snap_to_ticks(self._times, time_base)  # decord hands times over as float32
         if not self.timestamps_ok and n:
-            fps = self._reader.get_avg_fps()
-            step = duration / n if duration else (1.0 / fps if fps > 0 else 1.0 / 30)
+            try:
+                fps = float(self._reader.get_avg_fps())
+            except Exception:  # a damaged rate only changes the fallback step
+                fps = 0.0
+            step = duration / n if duration else (1.0 / fps if math.isfinite(fps) and fps > 0 else 1.0 / 30)
             self._times = np.arange(n) * step
 
     def _rgb(self, index: int) -> np.ndarray:
-        return np.ascontiguousarray(self._reader[index].asnumpy())
+        try:
+            return np.ascontiguousarray(self._reader[index].asnumpy())
+        except Exception as exc:  # DECORDError from a damaged packet at fetch time
+            raise StreamDamaged(failure(exc)) from exc
 
     def frames(self) -> Iterator[DecodedFrame]:
         try:
             self._reader.seek(0)
-            for index, t in enumerate(self._times.tolist()):
-                yield index, t, lambda index=index: self._rgb(index)
-        except (self._decord.DECORDError, RuntimeError) as exc:
-            raise StreamDamaged(str(exc).strip().splitlines()[-1]) from exc
+        except Exception as exc:
+            raise StreamDamaged(failure(exc)) from exc
+        for index, t in enumerate(self._times.tolist()):
+            yield index, t, lambda index=index: self._rgb(index)
 
     def close(self) -> None:
         self._reader = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 
@@ -13,8 +15,13 @@ from streamvid.sources.base import (
     BufferedFrameSource,
     FpsSampler,
     LatestFrameBuffer,
+    check_frame_shape,
 )
 from streamvid.types import Frame
+
+# The latest source time push() accepts: about 31 years, so that a stray huge t (1e300) is refused
+# instead of pinning every later frame's time to it.
+MAX_PUSH_SECONDS = 1e9
 
 
 class PushSource(BufferedFrameSource):
@@ -43,8 +50,9 @@ class PushSource(BufferedFrameSource):
     def push(self, rgb: np.ndarray, t: float | None = None) -> bool:
         """Offer one H×W×3 uint8 RGB frame (copied). Returns False when ``fps=`` skipped it.
 
-        Raises SourceError when the source is closed, the array is not H×W×3 uint8, or ``t`` is
-        earlier than the previous frame's time.
+        Raises SourceError, and keeps nothing of this frame, when the source is closed, the array is
+        not H×W×3 uint8 (or a side is over the frame-side bound), or ``t`` is not a finite number of
+        seconds in [0, MAX_PUSH_SECONDS] at or after the previous frame's time. The stream goes on.
         """
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             got = (f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray)
@@ -52,6 +60,9 @@ class PushSource(BufferedFrameSource):
             raise SourceError(self.spec, f"push() needs an H×W×3 uint8 RGB array, got {got}")
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise SourceError(self.spec, f"push() got an empty image of shape {rgb.shape}")
+        check_frame_shape(self.spec, rgb.shape[0], rgb.shape[1])
+        if t is not None:
+            t = self._check_time(t)
         with self._push_lock:
             if self._closed:
                 raise SourceError(self.spec, "push() after close(): the source is closed")
@@ -63,7 +74,7 @@ class PushSource(BufferedFrameSource):
             elif t < self._last_t:
                 raise SourceError(self.spec, f"push() time {t} s is earlier than the previous frame's "
                                              f"{self._last_t} s; times must not decrease")
-            t = max(float(t), self._last_t)
+            t = max(t, self._last_t)
             self._last_t = t
             index = self._count
             self._count += 1
@@ -75,6 +86,15 @@ class PushSource(BufferedFrameSource):
                 with self._lock:
                     self._dropped += 1
         return True
+
+    def _check_time(self, t: object) -> float:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise SourceError(self.spec, f"push() time must be a number of seconds, got {type(t).__name__} {t!r}")
+        value = float(t)
+        if not math.isfinite(value) or not 0.0 <= value <= MAX_PUSH_SECONDS:
+            raise SourceError(self.spec, f"push() time must be a finite number of seconds from 0 to "
+                                         f"{MAX_PUSH_SECONDS:g}, got {t!r}")
+        return value
 
     def close(self) -> None:
         with self._push_lock:
