@@ -155,10 +155,13 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def make_corpus(folder: str | Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` mutated files under ``folder`` (seeded), cycling through the bases and the mutations."""
+def make_corpus(folder: str | Path, n: int, seed: int = 0, bases: Sequence[Path] | None = None) -> list[Path]:
+    """``n`` mutated files under ``folder``, cycling through the bases (made by write_bases unless
+    given) and the mutations. The same bases and seed give the same files (the encoders themselves
+    may differ by a few bytes between runs, so a repeat that must match passes ``bases``)."""
     folder = Path(folder)
-    bases = write_bases(folder / "bases")
+    folder.mkdir(parents=True, exist_ok=True)
+    bases = list(bases) if bases is not None else write_bases(folder / "bases")
     rng = random.Random(seed)
     datas = [(p, p.read_bytes()) for p in bases]
     files = []

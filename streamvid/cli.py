@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list presets")
     p.add_argument("--json", action="store_true")
+    output_args(p)
     p.set_defaults(func=cmd_presets, parser=p)
 
     p = sub.add_parser("info", help="decode a source and report its frames and times")
@@ -451,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_fps)
     p.add_argument("--backend", choices=["decord", "pyav", "opencv"])
     p.add_argument("--json", action="store_true")
+    output_args(p)
     p.set_defaults(func=cmd_info, parser=p)
     return parser
 

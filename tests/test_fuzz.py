@@ -4,7 +4,7 @@ frames or a SourceError, never another exception, a hang or a crash (streamvid_b
 from __future__ import annotations
 
 import pytest
-from streamvid_bench.fuzz import MUTATIONS, installed_backends, make_corpus, run_corpus
+from streamvid_bench.fuzz import BASES, MUTATIONS, installed_backends, make_corpus, run_corpus
 
 FILES = 208  # 16 per mutation kind
 
@@ -15,7 +15,8 @@ def corpus(tmp_path_factory):
 
 
 def test_corpus_is_seeded_and_covers_every_mutation(corpus, tmp_path):
-    again = make_corpus(tmp_path, 26, seed=12)
+    bases = [corpus[0].parent / "bases" / f"base-{name}" for name, _ in BASES]
+    again = make_corpus(tmp_path, 26, seed=12, bases=bases)
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in corpus[:26]]
     assert {p.name.split("-")[1] for p in corpus} == set(MUTATIONS)
 

@@ -235,25 +235,26 @@ def live_agent():
     agent.close()
 
 
-def test_agent_push_refuses_bad_times_and_ingestion_goes_on(live_agent):
+def test_agent_push_refuses_bad_times_and_ingestion_goes_on():
     np = pytest.importorskip("numpy")
+    import streamvid
     from streamvid.errors import SourceError
 
     rng = np.random.default_rng(0)
-    def frame():
-        return rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-
-    live_agent.push(frame(), t=0.0)
-    for bad in (math.nan, math.inf, -3.0, "1.0", 1e300):
-        with pytest.raises(SourceError):
-            live_agent.push(frame(), t=bad)
-    live_agent.push(frame(), t=1.0)
-    deadline = time.monotonic() + 60
-    while live_agent.memory.stats()["frames_seen"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_agent.is_running
-    assert live_agent.memory.stats()["frames_seen"] == 2
-    assert live_agent.memory.now == 1.0
+    agent = streamvid.StreamAgent.from_preset("tiny-random", device="cpu", captions=False)
+    try:
+        agent.start()
+        agent.push(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), t=0.0)
+        for bad in (math.nan, math.inf, -3.0, "1.0", 1e300):
+            with pytest.raises(SourceError):
+                agent.push(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), t=bad)
+        agent.push(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), t=1.0)
+        assert agent.is_running
+        stats = agent.stop()  # raises if the ingest thread died
+        # Newest frame wins: the first may have been replaced while waiting, never lost silently.
+        assert stats["frames_seen"] + agent.dropped_frames == 2 and agent.memory.now == 1.0
+    finally:
+        agent.close()
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -268,3 +269,90 @@ def test_generation_settings_are_refused_before_generating(live_agent, settings,
 def test_a_question_with_model_markers_is_answered(live_agent):
     answer = live_agent.ask("what <image> is <fake_token_around_image> there <end_of_utterance>?")
     assert isinstance(answer.text, str)
+
+
+# ---------------------------------------------------------------- the CLI: one line, before any work
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``streamvid.cli.main`` in-process → (exit code, stderr); logging and warning hooks restored."""
+    import warnings
+
+    from streamvid.cli import main
+
+    logger, root = logging.getLogger("streamvid"), logging.getLogger()
+    saved = (list(logger.handlers), logger.level, logger.propagate, root.level)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+    def run(*args: str) -> tuple[int, str]:
+        t0 = time.monotonic()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        run.seconds = time.monotonic() - t0
+        return code, capsys.readouterr().err.strip()
+
+    yield run
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+    root.setLevel(saved[3])
+
+
+def assert_one_line(code: int, err: str, *words: str, exit_code: int = 1) -> None:
+    assert code == exit_code, err
+    assert "Traceback" not in err and "unexpected error" not in err, err
+    last = err.splitlines()[-1]
+    assert last.startswith("streamvid: "), err
+    for w in words:
+        assert w in last, err
+
+
+def test_cli_refuses_fps_zero(cli):
+    code, err = cli("ask", "a.mp4", "q", "--fps", "0", "--preset", "tiny-random")
+    assert code == 2 and "--fps" in err and "above 0" in err
+    code, err = cli("info", "a.mp4", "--fps", "-1")
+    assert code == 2 and "--fps" in err
+
+
+def test_cli_bad_device_is_one_line(cli, make_video):
+    path, _ = make_video("dev.mp4", duration=1.0, fps=5.0, width=64, height=48)
+    assert_one_line(*cli("ask", str(path), "what?", "--preset", "tiny-random", "--device", "bogus"),
+                    "unknown device 'bogus'")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        assert_one_line(*cli("ask", str(path), "what?", "--preset", "tiny-random", "--device", "cuda"),
+                        "CUDA is not available")
+        assert cli.seconds < 30  # refused before any model is built
+
+
+def test_cli_index_memory_path_is_checked_before_any_work(cli, make_video, tmp_path):
+    path, _ = make_video("dev.mp4", duration=1.0, fps=5.0, width=64, height=48)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for memory, words in [(str(a_file), ("--memory", "not a directory")),
+                          (str(a_file / "mem"), ("--memory", "is a file")),
+                          ("/proc/streamvid-mem", ("--memory", "system filesystem"))]:
+        assert_one_line(*cli("index", str(path), "--memory", memory, "--preset", "tiny-random"), *words)
+        assert cli.seconds < 10
+    assert a_file.read_text() == "mine"
+
+
+def test_cli_ui_port_in_use_names_the_flag(cli):
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert_one_line(*cli("ui", "--port", str(port), "--preset", "tiny-random"), f"port {port}", "--port")
+
+
+def test_cli_verbosity_flags_parse(cli):
+    code, err = cli("-q", "presets")
+    assert code == 0
+    code, err = cli("presets", "-v")
+    assert code == 0
