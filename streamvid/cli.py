@@ -43,6 +43,7 @@ def check_output_dir(path: str, flag: str) -> None:
     from pathlib import Path
 
     from streamvid.errors import ConfigError
+    from streamvid.memory.persist import check_save_target
 
     try:
         target = Path(path).expanduser().absolute()
@@ -58,28 +59,7 @@ def check_output_dir(path: str, flag: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Before models load: ConfigError naming --port when ``host:port`` cannot be listened on."""
-    import socket
-
-    from streamvid.errors import ConfigError
-
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port}: choose a port from 1 to 65535")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConfigError(f"--host {host}: not an address this machine has ({exc.strerror or exc})") from None
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(f"port {port} on {host} is not free ({exc.strerror or exc}); "
-                              "choose another with --port") from None
+    check_save_target(path)  # a folder holding files streamvid did not write is refused too
 
 
 def show_logs(verbosity: int) -> None:
@@ -276,6 +256,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StreamvidError(f"streamvid ui needs the browser app's extra ({exc.name} is not installed): "
                              "pip install 'streamvid[ui]'") from exc
+    from streamvid.serve.commands import check_port_free
+
     check_port_free(args.host, args.port)
     if args.device:  # a bad --device fails here, before any model loads
         check_device_available(args.device)
