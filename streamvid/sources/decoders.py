@@ -13,6 +13,7 @@ import importlib.util
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,6 +62,28 @@ def quiet_ffmpeg(backend: str) -> None:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
         with contextlib.suppress(AttributeError):
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment: decord's C++ code writes its open and seek
+    errors there directly, past any logging setting. Only around calls that take milliseconds."""
+    with _stderr_lock:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def failure(exc: BaseException) -> str:
@@ -363,7 +386,8 @@ class DecordDecoder(Decoder):
         self._decord = decord
         h, w = shape if shape is not None else (-1, -1)
         try:
-            self._reader = decord.VideoReader(target, ctx=decord.cpu(0), width=w, height=h, num_threads=0)
+            with native_stderr_silenced():
+                self._reader = decord.VideoReader(target, ctx=decord.cpu(0), width=w, height=h, num_threads=0)
             n = len(self._reader)
             self._times = (self._reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
                            if n else np.zeros(0))
@@ -390,7 +414,8 @@ class DecordDecoder(Decoder):
 
     def frames(self) -> Iterator[DecodedFrame]:
         try:
-            self._reader.seek(0)
+            with native_stderr_silenced():
+                self._reader.seek(0)
         except Exception as exc:
             raise StreamDamaged(failure(exc)) from exc
         for index, t in enumerate(self._times.tolist()):
