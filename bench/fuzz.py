@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = b"streamvid-fuzz-title-0123456789"
+STARTUP_S = 300.0
 BASES = (  # (file name, write_video options)
     ("h264.mp4", {}),
     ("faststart.mp4", {"faststart": True}),
@@ -215,6 +216,9 @@ def installed_backends() -> list[str]:
 
 
 def _worker(jobs: list[tuple[str, str]], conn) -> None:
+    import streamvid.sources  # noqa: F401 (imports first, so a job's time is its decoding alone)
+
+    conn.send("ready")
     for path, backend in jobs:
         conn.send(decode_one(path, backend))
     conn.close()
@@ -230,10 +234,12 @@ def _run_share(jobs: list[tuple[str, str]], timeout_s: float, results: list) -> 
         proc = ctx.Process(target=_worker, args=(jobs[i:], child), daemon=True)
         proc.start()
         child.close()
-        startup = 30.0  # the first result also waits for the new worker to import its modules
         try:
+            # A new worker imports torch, FFmpeg bindings, …: minutes on a loaded machine, not a hang.
+            if not parent.poll(STARTUP_S) or parent.recv() != "ready":
+                raise RuntimeError(f"a decoding worker did not start within {STARTUP_S:g} s")
             while i < len(jobs):
-                if not parent.poll(timeout_s + startup):
+                if not parent.poll(timeout_s):
                     results.append((jobs[i], ("timeout", f"no result within {timeout_s:g} s", timeout_s)))
                     i += 1
                     break
@@ -246,7 +252,6 @@ def _run_share(jobs: list[tuple[str, str]], timeout_s: float, results: list) -> 
                     i += 1
                     break
                 i += 1
-                startup = 0.0
         finally:
             proc.kill()
             proc.join()
