@@ -1,7 +1,8 @@
 """The ``serve`` benchmark section: ``streamvid serve`` on a live in-process server (tiny-random).
 
 * API overhead per ask: POST /v1/chat/completions against the same session's in-process
-  ``ask_stream`` (fresh dialogue each, greedy, the same few tokens), interleaved, medians;
+  ``ask_stream`` (fresh dialogue each, greedy, the same few tokens), interleaved in alternating
+  order; the fixed cost as min(API) − min(in process), and the median and p90 of the pair differences;
 * concurrency: N push sessions each pushing JPEG frames at 2 fps for S seconds from its own client
   thread, one more thread asking questions round-robin in between: errors, frames pushed against
   frames ingested + dropped by the newest-frame-wins policy, tokens_in_ram against each session's
@@ -125,7 +126,9 @@ def api_overhead(base: str, manager: Any, reps: int, new_tokens: int) -> dict[st
             trip.append(stats_roundtrip())
         http.delete(f"/v1/sessions/{sid}")
     diffs = [a - b for a, b in zip(api, local, strict=True)]
-    return {"reps": reps, "new_tokens": new_tokens, "in_process_ms_p50": round(median(local), 2),
+    return {"reps": reps, "new_tokens": new_tokens, "in_process_ms_min": round(min(local), 2),
+            "api_ms_min": round(min(api), 2), "overhead_ms_min": round(min(api) - min(local), 2),
+            "in_process_ms_p50": round(median(local), 2),
             "api_ms_p50": round(median(api), 2), "overhead_ms_p50": round(median(diffs), 2),
             "overhead_ms_p90": _pct(diffs, 90), "health_roundtrip_ms_p50": round(median(trip), 2),
             "target_ms": 10.0}
@@ -292,9 +295,12 @@ def serve_report(seconds: float, sessions: int, reps: int) -> dict[str, Any]:
 def serve_markdown(r: dict[str, Any]) -> list[str]:
     o, c, v = r["api_overhead"], r["concurrency"], r["verify_check"]
     lines = ["## Serve (tiny-random, in-process server on 127.0.0.1, captions off)", ""]
-    lines += _table(["ask in process ms", "ask over API ms", "overhead ms p50", "p90", "GET /health round trip ms",
-                     "target"], [[o["in_process_ms_p50"], o["api_ms_p50"], o["overhead_ms_p50"],
-                                  o["overhead_ms_p90"], o["health_roundtrip_ms_p50"], "≤ 10 ms"]])
+    lines += _table(["ask in process ms min / p50", "ask over API ms min / p50", "overhead ms (min − min)",
+                     "overhead p50 of pairs", "p90", "GET /health round trip ms", "target"],
+                    [[f"{o['in_process_ms_min']} / {o['in_process_ms_p50']}", f"{o['api_ms_min']} / {o['api_ms_p50']}",
+                      o["overhead_ms_min"], o["overhead_ms_p50"], o["overhead_ms_p90"], o["health_roundtrip_ms_p50"],
+                      "≤ 10 ms"]])
+    lines += ["The minimum is the fixed cost; pair medians swing with the machine's load (both sides share it).", ""]
     lines += [f"{c['sessions']} push sessions at {c['push_fps']:g} fps for {c['seconds']:g} s, asks in between:", ""]
     lines += _table(["errors", "pushed", "ingested", "dropped (newest wins) %", "unaccounted", "asks",
                      "ask p50 ms", "max tokens_in_ram / budget", "RSS start/max/end MB"],
