@@ -249,8 +249,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                     tokens_per_frame=1, event_tokens=16, segment_min_frames=1, segment_hard_surprise=0.3,
                     max_ram_tokens=4096,
                     read_tokens=64, search_k=5, max_new_tokens=64),
+    # dtype auto: bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX: 2.3× the tower's speed), else fp32
     "smolvlm2-500m": dict(model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", clip_model="ViT-B-32",
-                          clip_pretrained="laion2b_s34b_b79k"),
+                          clip_pretrained="laion2b_s34b_b79k", dtype="auto"),
     "qwen2.5-vl-3b": dict(model="Qwen/Qwen2.5-VL-3B-Instruct", clip_model="ViT-B-16",
                           clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16"),
     "qwen2.5-vl-7b": dict(model="Qwen/Qwen2.5-VL-7B-Instruct", clip_model="ViT-B-16",

@@ -52,7 +52,7 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """A dtype name ("float32", "bf16", …, or "auto") → torch.dtype for ``device``.
+    """A dtype name (any streamvid.config.DTYPES name, or "auto") → torch.dtype for ``device``.
 
     "auto": CUDA → bf16 when the card supports it, else fp16; CPU → bf16 when the CPU has native
     bf16 (``cpu_has_native_bf16``), else fp32; anything else → fp32.

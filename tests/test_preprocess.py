@@ -198,6 +198,7 @@ def test_upload_frames_shapes_and_errors():
 def test_auto_dtype_and_batch_size_follow_the_device():
     assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype("float32", "cuda") == torch.float32
+    assert resolve_dtype("half", "cpu") == torch.float16  # the config's one dtype map
     assert resolve_dtype(torch.float16, "cpu") == torch.float16
     with pytest.raises(ConfigError, match="unknown dtype"):
         resolve_dtype("int8", "cpu")
