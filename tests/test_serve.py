@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -335,6 +336,27 @@ def test_errors_come_in_openai_shape_with_http_codes(http, client, tmp_path):
     assert http.get(f"/v1/sessions/{sid}").json()["frames_seen"] == 1
     for s in [sid, *made]:
         http.delete(f"/v1/sessions/{s}")
+
+
+def test_files_root_confines_paths_and_sessions_get_the_budget_asked(pool, clip, tmp_path):
+    from streamvid.serve.errors import APIError
+
+    settings = ServeSettings(preset="tiny-random", files_root=str(tmp_path), session_ram_tokens=2048)
+    manager = SessionManager(settings, pool)
+    try:
+        with pytest.raises(APIError) as e:  # the clip lives outside tmp_path
+            manager.create(source=clip[0])
+        assert e.value.status == 403 and e.value.param == "source"
+        with pytest.raises(APIError) as e:
+            manager.create(source="push", memory=str(tmp_path / ".." / "elsewhere"))
+        assert e.value.status == 403 and e.value.param == "memory"
+        inside = tmp_path / "clip.mp4"
+        inside.write_bytes(Path(clip[0]).read_bytes())
+        session = manager.create(source=str(inside), max_ram_tokens=512)
+        assert session.stats()["memory"]["max_ram_tokens"] == 512
+        assert manager.create(source="push").stats()["memory"]["max_ram_tokens"] == 2048  # the default budget
+    finally:
+        manager.close()
 
 
 def test_requests_without_the_key_are_refused(pool):
