@@ -356,3 +356,29 @@ def test_cli_verbosity_flags_parse(cli):
     assert code == 0
     code, err = cli("presets", "-v")
     assert code == 0
+
+
+def test_damaged_images_in_a_folder_are_source_errors(tmp_path):
+    import random
+
+    cv2 = pytest.importorskip("cv2")
+    np = pytest.importorskip("numpy")
+    from streamvid.errors import SourceError
+    from streamvid.sources import open_source
+
+    rng = random.Random(3)
+    img = np.random.default_rng(3).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    for suffix in (".png", ".jpg"):
+        good = cv2.imencode(suffix, img)[1].tobytes()
+        for k in range(15):
+            folder = tmp_path / f"{suffix[1:]}{k}"
+            folder.mkdir()
+            data = bytearray(good)
+            for _ in range(1 + k):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            (folder / f"a{suffix}").write_bytes(bytes(data[: len(data) - rng.randrange(0, len(data) // 2)]))
+            try:
+                frames = list(open_source(folder))
+            except SourceError:
+                continue
+            assert all(f.rgb.ndim == 3 for f in frames)

@@ -12,7 +12,7 @@ import numpy as np
 
 from streamvid.errors import SourceError
 from streamvid.imageops import resize_short_side
-from streamvid.sources.base import FpsSampler, FrameSource, check_fps
+from streamvid.sources.base import FpsSampler, FrameSource, check_fps, check_frame_shape
 from streamvid.types import Frame
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -49,10 +49,14 @@ class ImageDirSource(FrameSource):
         self.duration = len(self.files) / self.native_fps
 
     def _read(self, file: Path) -> np.ndarray:
-        data = np.fromfile(file, dtype=np.uint8)  # imdecode, unlike imread, copes with any path encoding
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        try:
+            data = np.fromfile(file, dtype=np.uint8)  # imdecode, unlike imread, copes with any path encoding
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except (OSError, cv2.error) as exc:
+            raise SourceError(self.spec, f"cannot read image {file.name} ({exc})") from exc
         if bgr is None:
             raise SourceError(self.spec, f"cannot decode image {file.name} (damaged or not an image)")
+        check_frame_shape(f"{self.spec}/{file.name}", bgr.shape[0], bgr.shape[1])
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return resize_short_side(rgb, self.size)
 
