@@ -190,7 +190,8 @@ class Report:
 
 
 def decode_one(path: str, backend: str) -> tuple[str, str, float]:
-    """Decode every frame of ``path`` with ``backend`` → (outcome, detail, seconds)."""
+    """Decode every frame of ``path`` with ``backend`` ("auto": streamvid's own choice and fallbacks)
+    → (outcome, detail, seconds)."""
     from streamvid.errors import SourceError
     from streamvid.sources import open_source
 
@@ -199,7 +200,7 @@ def decode_one(path: str, backend: str) -> tuple[str, str, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             frames = 0
-            with open_source(path, backend=backend) as src:
+            with open_source(path, backend=None if backend == "auto" else backend) as src:
                 for _ in src:
                     frames += 1
         return "frames", str(frames), time.perf_counter() - t0

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds one decode may take (default 20)")
-    parser.add_argument("--backends", nargs="+", choices=["decord", "pyav", "opencv"], help="default: all installed")
+    parser.add_argument("--backends", nargs="+", choices=["decord", "pyav", "opencv", "auto"],
+                        help="default: all installed; auto = no backend forced (the default path, with fallbacks)")
     parser.add_argument("--keep", help="write the corpus here and keep it (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

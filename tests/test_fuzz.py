@@ -22,7 +22,7 @@ def test_corpus_is_seeded_and_covers_every_mutation(corpus, tmp_path):
 
 
 def test_every_backend_gives_frames_or_a_source_error(corpus):
-    backends = installed_backends()
+    backends = [*installed_backends(), "auto"]  # each forced, and the default choice with its fallbacks
     report = run_corpus(corpus, backends, workers=2, timeout_s=20.0)
     assert report.runs == len(corpus) * len(backends)
     assert report.bad == []
