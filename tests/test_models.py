@@ -360,3 +360,16 @@ def test_a_family_added_in_one_place_is_found_by_its_architecture(monkeypatch, t
                                                       model_types=()))
     with pytest.raises(ModelError, match="unknown model family 'nope'"):
         registry.get_family("nope")
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_qwen_tower_layout_computed_once_equals_transformers_own(n):
+    llm = load_video_llm("tiny:qwen2_5_vl", seed=0, frame_hw=(112, 168))  # 2 × 3 windows of 56 px
+    x = torch.from_numpy(frames(n, 100, 130)).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        px = llm.pixels(x)
+        own = llm.model.model.visual(px["pixel_values"], grid_thw=px["image_grid_thw"]).pooler_output
+        ours = llm.tower(px)
+        again = llm.tower(px)  # from the cached layout
+    assert ours.shape == (n, llm.tokens_per_frame, llm.hidden_size)
+    assert torch.equal(ours.reshape(own.shape), own) and torch.equal(again, ours)

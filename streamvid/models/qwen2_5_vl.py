@@ -69,6 +69,7 @@ class Qwen2_5_VLAdapter(BaseVideoLLM):
         self.frame_hw = (int(h), int(w))
         self.grid = (h // unit, w // unit)
         self.mrope = MRopeSpec(tokens_per_second=float(vc.tokens_per_second))
+        self._layouts: dict[int, dict[str, Any]] = {}
         self.slot = VisualSlot(marker="<|video_pad|>", content_type="video", placeholder_id=int(cfg.video_token_id))
         tok = self.tokenizer
         stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id}
@@ -81,9 +82,40 @@ class Qwen2_5_VLAdapter(BaseVideoLLM):
 
     def tower(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The vision tower + merger: [B, n, d_llm]."""
-        b = inputs["image_grid_thw"].shape[0]
-        out = self.model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+        grid = inputs["image_grid_thw"]
+        b = grid.shape[0]
+        out = self.model.model.visual(inputs["pixel_values"], grid_thw=grid, **self._tower_layout(b)).pooler_output
         return out.reshape(b, -1, out.shape[-1])
+
+    def _tower_layout(self, b: int) -> dict[str, Any]:
+        """The tower's rotary positions, window order and sequence bounds for B frames of the fixed grid.
+
+        Transformers computes these per call with a Python loop and host syncs per image; the grid never
+        changes here, so they are computed once per batch size, kept on the device, and handed to the
+        tower as its precomputed kwargs (transformers.vision_utils pops them)."""
+        if b not in self._layouts:
+            from transformers.utils.generic import get_max_seqlen
+            from transformers.vision_utils import (
+                get_vision_attention_seqlens,
+                get_vision_position_ids,
+                get_vision_window_index,
+            )
+
+            visual = self.model.model.visual
+            grid = torch.tensor([[1, 2 * self.grid[0], 2 * self.grid[1]]] * b, dtype=torch.long)
+            cu, max_len = get_vision_attention_seqlens(grid, visual.config)
+            window_index, cu_window = get_vision_window_index(
+                grid, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+                patch_size=visual.patch_size)
+            layout = {"position_ids": get_vision_position_ids(grid, visual.spatial_merge_size), "cu_seqlens": cu,
+                      "window_index": window_index, "cu_window_seqlens": cu_window}
+            layout = {k: v.to(self.device) for k, v in layout.items()}
+            layout["max_seqlen"] = max_len if max_len is not None else int((cu[1:] - cu[:-1]).max())
+            window_max = get_max_seqlen(cu_window, visual.config, kwarg_name="max_window_seqlen")
+            layout["max_window_seqlen"] = (window_max if window_max is not None
+                                           else int((cu_window[1:] - cu_window[:-1]).max()))
+            self._layouts[b] = layout
+        return dict(self._layouts[b])  # the tower pops what it uses
 
 
 FAMILY = register_family(ModelFamily(
