@@ -174,10 +174,8 @@ class OfflineBackend:
         for q, a in context.history:
             messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         messages.append({"role": "user", "content": f"{body}\n\nQuestion: {context.question}"})
-        stream = self.llm.generate(messages, max_new_tokens=options.max_new_tokens,
-                                   temperature=0.0 if options.greedy else options.temperature, top_p=options.top_p,
-                                   seed=options.seed)
-        return AnswerRun(pieces=iter(stream), timings=lambda: dict(stream.timings),
+        stream = self.llm.generate(messages, options)
+        return AnswerRun(pieces=iter(stream), timings=stream.stats.as_dict,
                          used=lambda text: used_blocks(text, notes))
 
 

@@ -65,6 +65,5 @@ class VLMBackend:
 
     def answer(self, context: AnswerContext, options: GenerationOptions) -> AnswerRun:
         inputs = self.llm.build_prompt(context.blocks, context.question, history=context.history, now=context.now)
-        stream = self.llm.generate(inputs, max_new_tokens=options.max_new_tokens, do_sample=options.do_sample,
-                                   temperature=options.temperature, top_p=options.top_p, seed=options.seed)
-        return AnswerRun(pieces=iter(stream), timings=lambda: stream.stats.as_dict())
+        stream = self.llm.generate(inputs, options)
+        return AnswerRun(pieces=iter(stream), timings=stream.stats.as_dict)

@@ -27,8 +27,9 @@ from huggingface_hub import constants
 
 from streamvid.device import resolve_dtype
 from streamvid.errors import ConfigError, ModelError
+from streamvid.generation import GenerationStats, TextStream
 from streamvid.hub import hub_reachable
-from streamvid.models.base import BaseVideoLLM, GenerationStats, TextStream, VideoLLM, VisualTokens
+from streamvid.models.base import BaseVideoLLM, VideoLLM, VisualTokens
 from streamvid.models.paths import shared_model_dir, shared_models_root
 from streamvid.models.registry import ModelFamily, families, family_for_config
 from streamvid.models.tiny import build_tiny, tiny_files_present

@@ -9,15 +9,14 @@ An adapter wraps one Hugging Face Video-LLM (its model and its own processor) an
   device, and go through the tower ``batch_size`` frames at a time;
 * ``embed_text(text)``   — the mean input embedding of a text's tokens, ``[d_llm]``;
 * ``build_prompt(...)``  — stored blocks + question → :class:`streamvid.prompt.PromptInputs`;
-* ``generate(inputs)``   — a :class:`TextStream` of decoded text pieces, greedy by default, whose
-  ``stats`` (a :class:`GenerationStats`) hold prefill ms, time to first token, decode tok/s,
-  prompt and new token counts once the stream is exhausted.
+* ``generate(inputs, options)`` — a :class:`streamvid.generation.TextStream` of decoded text pieces,
+  greedy by default, whose ``stats`` (a :class:`streamvid.generation.GenerationStats`) hold prefill
+  ms, time to first token, decode tok/s, prompt and new token counts once the stream is exhausted.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +24,7 @@ import torch
 
 from streamvid.device import Frames, default_batch_size, frame_batches, upload_frames
 from streamvid.errors import ModelError, QuestionError
+from streamvid.generation import GenerationOptions, GenerationStats, TextStream, decode_with_cache
 from streamvid.prompt import MRopeSpec, PromptBlock, PromptInputs, VisualSlot, assemble_prompt
 
 
@@ -41,26 +41,6 @@ class VisualTokens:
     tokens: torch.Tensor
     grid: tuple[int, int]
     rope_positions: torch.Tensor | None = None
-
-
-@dataclass
-class GenerationStats:
-    """Timings of one generate() call; final once its stream is exhausted."""
-
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    prefill_ms: float = 0.0  # the prefill forward over the whole prompt
-    ttft_ms: float = 0.0  # from the first next() on the stream to the first token chosen
-    decode_tok_s: float = 0.0  # tokens after the first, per second of decoding
-    total_ms: float = 0.0
-    stop_reason: str = ""  # "eos" or "length"
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "prompt_tokens": float(self.prompt_tokens), "new_tokens": float(self.new_tokens),
-            "prefill_ms": self.prefill_ms, "ttft_ms": self.ttft_ms, "decode_tok_s": self.decode_tok_s,
-            "generate_ms": self.total_ms,
-        }
 
 
 @runtime_checkable
@@ -81,8 +61,8 @@ class VideoLLM(Protocol):
                      history: Sequence[tuple[str, str]] = (), now: float | None = None,
                      instruction: str | None = None) -> PromptInputs: ...
 
-    def generate(self, inputs: PromptInputs, max_new_tokens: int = 128, do_sample: bool = False,
-                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> TextStream: ...
+    def generate(self, inputs: PromptInputs, options: GenerationOptions | None = None,
+                 **settings: Any) -> TextStream: ...
 
 
 class BaseVideoLLM:
@@ -206,101 +186,37 @@ class BaseVideoLLM:
         p = torch.tensor([[inputs.next_position + step]], device=self.device)
         return p.expand(3, 1, 1) if self.mrope is not None else p
 
-    def generate(self, inputs: PromptInputs, max_new_tokens: int = 128, do_sample: bool = False,
-                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> TextStream:
-        """Stream decoded text pieces (greedy unless ``do_sample``); timings land in ``stream.stats``."""
-        if max_new_tokens < 1:
-            raise ModelError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-        return TextStream(self, inputs, max_new_tokens, do_sample, temperature, top_p, seed)
+    def generate(self, inputs: PromptInputs, options: GenerationOptions | None = None,
+                 **settings: Any) -> TextStream:
+        """Stream decoded text pieces (greedy unless sampling is asked for); timings land in ``stream.stats``.
 
-    def generate_text(self, inputs: PromptInputs, **kwargs: Any) -> tuple[str, GenerationStats]:
+        options: the decoding settings (default GenerationOptions()); settings: fields of it to replace
+        by name (``max_new_tokens=8, do_sample=True, seed=3``). The prompt is prefilled here, with its
+        own position ids (pruned tokens keep their M-RoPE positions); the shared loop decodes.
+        """
+        options = (options or GenerationOptions()).replace(**settings)
+        if options.max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be ≥ 1, got {options.max_new_tokens}")
+        cache: list[Any] = [None]
+
+        def prefill() -> Any:
+            out = self._forward(inputs_embeds=inputs.inputs_embeds, position_ids=inputs.position_ids,
+                                past_key_values=None)
+            cache[0] = out.past_key_values
+            return out
+
+        def step(token: int, i: int) -> Any:
+            out = self._forward(input_ids=torch.tensor([[token]], device=self.device),
+                                position_ids=self.step_position_ids(inputs, i), past_key_values=cache[0])
+            cache[0] = out.past_key_values
+            return out
+
+        return TextStream(inputs.n_prompt_tokens, lambda stream: decode_with_cache(
+            stream, prefill=prefill, step=step, tokenizer=self.tokenizer, stop_ids=self.stop_token_ids,
+            options=options))
+
+    def generate_text(self, inputs: PromptInputs, options: GenerationOptions | None = None,
+                      **settings: Any) -> tuple[str, GenerationStats]:
         """The whole answer at once: (text, stats)."""
-        stream = self.generate(inputs, **kwargs)
-        text = "".join(stream)
-        return text, stream.stats
-
-
-def pick_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
-               generator: torch.Generator | None) -> int:
-    """Next token from [V] logits: argmax, or nucleus sampling at ``temperature`` / ``top_p``."""
-    if not do_sample or temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
-    sorted_p, sorted_i = torch.sort(probs, descending=True)
-    keep = torch.cumsum(sorted_p, 0) - sorted_p < top_p  # always keeps the most likely token
-    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-    choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=generator)
-    return int(sorted_i[choice])
-
-
-class TextStream(Iterator[str]):
-    """An iterator of decoded text pieces. Prefill runs on the first ``next()``.
-
-    After exhaustion: ``stats`` (GenerationStats), ``token_ids`` (generated ids, stop token
-    excluded) and ``text`` (all pieces joined).
-    """
-
-    def __init__(self, llm: BaseVideoLLM, inputs: PromptInputs, max_new_tokens: int, do_sample: bool,
-                 temperature: float, top_p: float, seed: int) -> None:
-        self.stats = GenerationStats(prompt_tokens=inputs.n_prompt_tokens)
-        self.token_ids: list[int] = []
-        self.text = ""
-        self._pieces = self._run(llm, inputs, max_new_tokens, do_sample, temperature, top_p, seed)
-
-    def __iter__(self) -> TextStream:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def _run(self, llm: BaseVideoLLM, inputs: PromptInputs, max_new_tokens: int, do_sample: bool,
-             temperature: float, top_p: float, seed: int) -> Iterator[str]:
-        # Each model call sits in its own inference_mode block: a yield inside one would leak the
-        # mode into the caller's code between pieces.
-        generator = torch.Generator().manual_seed(seed) if do_sample else None
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = llm._forward(inputs_embeds=inputs.inputs_embeds, position_ids=inputs.position_ids,
-                               past_key_values=None)
-        t_prefill = time.perf_counter()
-        self.stats.prefill_ms = (t_prefill - t0) * 1000
-        cache = out.past_key_values
-        logits = out.logits[0, -1]
-        t_first = t_prefill
-        self.stats.stop_reason = "length"
-        for step in range(max_new_tokens):
-            token = pick_token(logits, do_sample, temperature, top_p, generator)
-            if step == 0:
-                t_first = time.perf_counter()
-                self.stats.ttft_ms = (t_first - t0) * 1000
-            if token in llm.stop_token_ids:
-                self.stats.stop_reason = "eos"
-                break
-            self.token_ids.append(token)
-            self.stats.new_tokens = len(self.token_ids)
-            piece = self._new_text(llm, final=False)
-            if piece:
-                yield piece
-            if step + 1 == max_new_tokens:
-                break
-            with torch.inference_mode():
-                out = llm._forward(input_ids=torch.tensor([[token]], device=llm.device),
-                                   position_ids=llm.step_position_ids(inputs, step), past_key_values=cache)
-            cache = out.past_key_values
-            logits = out.logits[0, -1]
-        t_end = time.perf_counter()
-        rest = self._new_text(llm, final=True)
-        if rest:
-            yield rest
-        self.stats.total_ms = (t_end - t0) * 1000
-        if self.stats.new_tokens > 1 and t_end > t_first:
-            self.stats.decode_tok_s = (self.stats.new_tokens - 1) / (t_end - t_first)
-
-    def _new_text(self, llm: BaseVideoLLM, final: bool) -> str:
-        """Text decoded since the last piece; holds back an incomplete UTF-8 sequence until final."""
-        full = llm.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        if not final and full.endswith("\ufffd"):
-            return ""
-        piece = full[len(self.text):] if full.startswith(self.text) else ""
-        self.text += piece
-        return piece
+        stream = self.generate(inputs, options, **settings)
+        return stream.read(), stream.stats

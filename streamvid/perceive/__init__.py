@@ -5,13 +5,13 @@ from streamvid.perceive.caption import caption_event
 from streamvid.perceive.colour import dominant_colours
 from streamvid.perceive.faces import FaceDetector
 from streamvid.perceive.frame import STAGES, FramePerception, Perceiver, default_perceiver, perceive_frame
-from streamvid.perceive.llm import GenerationStream, TextLLM
+from streamvid.perceive.llm import TextLLM
 from streamvid.perceive.motion import Motion, estimate_motion
 from streamvid.perceive.ocr import TextBox, TextReader
 from streamvid.perceive.people import Detection, PeopleDetector
 
 __all__ = [
-    "STAGES", "Detection", "FaceDetector", "FramePerception", "GenerationStream", "Motion", "PeopleDetector",
+    "STAGES", "Detection", "FaceDetector", "FramePerception", "Motion", "PeopleDetector",
     "Perceiver", "TextBox", "TextLLM", "TextReader", "caption_event", "default_perceiver", "dominant_colours",
     "estimate_motion", "perceive_frame",
 ]

