@@ -407,3 +407,19 @@ def test_compress_frames_equals_compress_frame_frame_by_frame(with_prev):
     assert len(batched) == 5 and any(c.sizes.sum() < 16 for c in batched)  # the temporal drop did drop
     with pytest.raises(CompressionError, match="grid changed"):
         compress_frames(frames, randn(9, 8, seed=0), 0.9, 4)
+
+
+def test_compress_frames_merges_equal_counts_together_bitwise():
+    """Frames with the same survivor count are merged in one batched call: still bit-identical to
+    the per-frame path, for a group of every frame (nothing dropped) and for mixed counts."""
+    frames = randn(8, 64, 24, seed=5)  # unrelated frames: no token is dropped, one group of 8
+    frames[5] = frames[4]  # an exact repeat: 0 survivors
+    frames[6, ::2] = frames[5, ::2]  # half the cells unchanged
+    batched = compress_frames(frames, None, 0.9, 16)
+    last = None
+    for k, got in enumerate(batched):
+        want = compress_frame(frames[k], last, 0.9, 16)
+        last = frames[k]
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.positions, want.positions)
+        assert torch.equal(got.sizes, want.sizes)
+    assert [int(c.sizes.sum()) for c in batched][4:7] == [64, 0, 32]

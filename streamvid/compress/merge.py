@@ -285,7 +285,10 @@ def compress_frames(
     tokens:      [K, N, d] the full tokens of K consecutive kept frames; frame k's previous kept frame
                  is frame k-1, and frame 0's is ``prev_tokens`` [N, d] (None: nothing dropped for it)
     The temporal masks of all K frames are computed in one batched call and brought to the host
-    together (the only synchronisation; a per-frame ``nonzero`` would wait on the device K times).
+    together (the only synchronisation; a per-frame ``nonzero`` would wait on the device K times), and
+    frames with the same number of surviving tokens are merged together in one batched
+    :func:`merge_to_budget` call (every frame of a batch at once when nothing was dropped), so the
+    Python work per call grows with the number of distinct survivor counts, not with K.
     Returns the same K results, in order, as calling :func:`compress_frame` frame by frame.
     """
     tau = check_tau("tau_temporal", tau_temporal)
@@ -308,12 +311,29 @@ def compress_frames(
         keep = torch.ones(n_frames, n_tok, dtype=torch.bool)
         if n_frames > 1:
             keep[1:] = temporal_similarity(tokens[1:], tokens[:-1], tau, impl=impl)[1].cpu()
+    return [out for _, out in sorted(_merge_groups_by_count(tokens, keep, budget, impl))]
+
+
+def _merge_groups_by_count(tokens: torch.Tensor, keep: torch.Tensor, budget: int,
+                           impl: str | None) -> list[tuple[int, CompressedFrame]]:
+    """(frame index, result) for every frame of tokens [K, N, d] whose survivors are keep [K, N] (bool,
+    on the host): the frames with the same survivor count go through ONE batched merge."""
+    counts = keep.sum(1)
+    # The survivors' grid indices of every frame, ascending, packed to the left of each row.
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)
     out = []
-    for k in range(n_frames):
-        kept_positions = keep[k].nonzero().squeeze(1).to(tokens.device, non_blocking=True)
-        survivors = tokens[k].index_select(0, kept_positions)
-        merged, sizes, positions = merge_to_budget(survivors[None], budget, positions=kept_positions[None], impl=impl)
-        out.append(CompressedFrame(tokens=merged[0], positions=positions[0], sizes=sizes[0]))
+    for count in torch.unique(counts).tolist():
+        frames = (counts == count).nonzero().squeeze(1)
+        kept_positions = order.index_select(0, frames)[:, :count].to(tokens.device, non_blocking=True)
+        rows = frames.to(tokens.device, non_blocking=True)
+        group = tokens if len(frames) == len(tokens) else tokens.index_select(0, rows)
+        if count == tokens.shape[1]:  # every token survived: the grid order as it is (no gathers)
+            merged, sizes, positions = merge_to_budget(group, budget, impl=impl)
+        else:
+            survivors = group.gather(1, kept_positions[..., None].expand(-1, -1, tokens.shape[-1]))
+            merged, sizes, positions = merge_to_budget(survivors, budget, positions=kept_positions, impl=impl)
+        out += [(k, CompressedFrame(tokens=merged[j], positions=positions[j], sizes=sizes[j]))
+                for j, k in enumerate(frames.tolist())]
     return out
 
 
