@@ -91,3 +91,21 @@ def resize_short_side(rgb: np.ndarray, short: int | None, *, enlarge: bool = Tru
     else:
         out = np.ascontiguousarray(rgb)
     return out.copy() if copy and np.shares_memory(out, rgb) else out
+
+
+REDUCED_SHORT_SIDE = 96  # reduced_copy halves while the short side stays at least this (the memory thumbnail's)
+
+
+def reduced_copy(rgb: np.ndarray, min_short: int = REDUCED_SHORT_SIDE) -> np.ndarray:
+    """[H, W, 3] uint8 → the frame halved, each pixel the rounded mean of a 2×2 block, as often as its
+    short side stays ≥ ``min_short`` (a 720p frame → 320×180); the input itself when no halving fits.
+
+    The small copies (the pre-gate's 64×64, the memory thumbnail) are area resizes of this copy: an
+    exact halving takes OpenCV's fast area path, many times cheaper than one area resize of the full
+    frame to an odd factor, and every source pixel still counts. Idempotent, so a small copy made from
+    the reduced copy equals one made from the frame. An odd last row or column is left out.
+    """
+    while min(rgb.shape[0], rgb.shape[1]) // 2 >= min_short:
+        h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+        rgb = cv2.resize(rgb[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    return rgb

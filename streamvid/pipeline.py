@@ -26,7 +26,7 @@ from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frames
 from streamvid.compress.pregate import Change, PreGate, small_copy
 from streamvid.config import AgentConfig
-from streamvid.imageops import resize_short_side
+from streamvid.imageops import reduced_copy, resize_short_side
 from streamvid.segment import SHOT_SIDE, ShotDetector
 from streamvid.types import Frame, FrameTokens
 
@@ -110,17 +110,20 @@ def add_dropped(steps: list, t: float) -> None:
 
 
 def thumbnail(rgb: np.ndarray, short_side: int = THUMBNAIL_SHORT_SIDE) -> np.ndarray:
-    """A small copy of a frame, aspect kept, for citations and the memory timeline."""
-    return resize_short_side(rgb, short_side, enlarge=False, copy=True)
+    """A small copy of a frame, aspect kept, for citations and the memory timeline: an area resize of
+    its ``reduced_copy`` (the same from the frame or from that copy)."""
+    return resize_short_side(reduced_copy(rgb, short_side), short_side, enlarge=False, copy=True)
 
 
 @dataclass
 class GatedBatch:
     """Frames after the pixel stage. verdicts[i]: what the pre-gate saw in frames[i] (all GLOBAL when
-    off); cuts / fading: indices of frames that start a new shot / lie inside a transition."""
+    off); cuts / fading: indices of frames that start a new shot / lie inside a transition; reduced[i]:
+    ``imageops.reduced_copy`` of frames[i] (the small copies and the memory thumbnail come from it)."""
 
     frames: list[Frame]
     verdicts: list[Change]
+    reduced: list[np.ndarray] = field(default_factory=list)
     cuts: set[int] = field(default_factory=set)
     fading: set[int] = field(default_factory=set)
     pixels: Any = None  # after the upload stage: uint8 [n_passed, H, W, 3] on the model's device, or a list
@@ -137,6 +140,7 @@ class EncodedBatch:
 
     frames: list[Frame]
     steps: list[int | DroppedRun]
+    reduced: list[np.ndarray] = field(default_factory=list)
     cuts: set[int] = field(default_factory=set)
     fading: set[int] = field(default_factory=set)
     keys: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -208,7 +212,8 @@ class FramePipeline:
         batch = GatedBatch(frames, [Change.GLOBAL] * len(frames))
         with self.timer.stage("pregate", len(frames)):
             for i, f in enumerate(frames):
-                small = small_copy(f.rgb, SHOT_SIDE)  # one full-size resize serves both checks
+                batch.reduced.append(reduced_copy(f.rgb, THUMBNAIL_SHORT_SIDE))  # the only full-size pass
+                small = small_copy(batch.reduced[i], SHOT_SIDE)  # one small copy serves both checks
                 if self.shots.update(small):
                     batch.cuts.add(i)
                 elif self.shots.in_transition:
@@ -222,7 +227,7 @@ class FramePipeline:
         """Keys of the frames the pre-gate passed, the key gate, vision tokens of the kept frames (batched)."""
         frames = batch.frames
         passed = [i for i, v in enumerate(batch.verdicts) if v.passes]
-        out = EncodedBatch(frames, [], cuts=batch.cuts, fading=batch.fading)
+        out = EncodedBatch(frames, [], batch.reduced, cuts=batch.cuts, fading=batch.fading)
         keys = None
         pixels = batch.pixels if batch.pixels is not None else [frames[i].rgb for i in passed]
         if passed:
@@ -274,7 +279,8 @@ class FramePipeline:
                 full, c = full_tokens[j], compressed[j]
                 frame = batch.frames[i]
                 ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=batch.grid, t=frame.t)
-                tokenized[i] = KeptFrame(ft, batch.keys[i], thumbnail(frame.rgb), int(full.shape[0]),
+                tokenized[i] = KeptFrame(ft, batch.keys[i], thumbnail(batch.reduced[i] if batch.reduced else frame.rgb),
+                                         int(full.shape[0]),
                                          cut=i in batch.cuts, hold=i in batch.fading)
                 self.raw_tokens += int(full.shape[0])
                 self.stored_tokens += ft.n

@@ -15,8 +15,9 @@ from streamvid_bench import samples as make_sample_video
 
 from streamvid import SourceError, StreamvidError
 from streamvid.agent import StreamAgent
-from streamvid.compress.pregate import Change, PreGate, block_change, classify_change, gate_thumbnail
-from streamvid.pipeline import StagedRun
+from streamvid.compress.pregate import Change, PreGate, block_change, classify_change, gate_thumbnail, small_copy
+from streamvid.imageops import reduced_copy
+from streamvid.pipeline import StagedRun, thumbnail
 from streamvid.sources import FrameSource
 from streamvid.types import Frame
 
@@ -93,6 +94,25 @@ def test_pregate_pure_functions_shapes_and_errors():
         gate_thumbnail(np.zeros((8, 8), np.float32))
     with pytest.raises(StreamvidError, match="multiple"):
         PreGate(side=30, block=4)
+
+
+def test_reduced_copy_halves_exactly_and_the_small_copies_agree_with_the_frames():
+    """The one full-size pass per frame: exact 2×2 means down to a short side ≥ 96; the 64×64 copy
+    and the memory thumbnail are the same from the frame or from that copy, and within a few grey
+    levels of an area resize of the full frame."""
+    rng = np.random.default_rng(1)
+    rgb = cv2.resize(rng.integers(0, 255, (45, 80, 3), dtype=np.uint8), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    reduced = reduced_copy(rgb)
+    assert reduced.shape == (180, 320, 3) and reduced.dtype == np.uint8
+    half = rgb[:, :].astype(np.float64).reshape(360, 2, 640, 2, 3).mean(axis=(1, 3))
+    assert np.abs(reduced_copy(rgb, 360).astype(np.float64) - half).max() <= 0.5  # rounded 2×2 means
+    assert reduced_copy(reduced) is reduced and reduced_copy(rgb[:120, :160]).shape == (120, 160, 3)
+    assert reduced_copy(rgb[:721, :1281]).shape == (180, 320, 3)  # an odd last row/column is left out
+    assert np.array_equal(small_copy(reduced, 64), small_copy(rgb, 64))
+    assert np.array_equal(thumbnail(reduced), thumbnail(rgb)) and thumbnail(rgb).shape == (96, 171, 3)
+    direct = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.int16)
+    error = np.abs(small_copy(rgb, 64).astype(np.int16) - direct)  # rounding of the halvings on a busy texture
+    assert error.max() <= 6 and error.mean() < 1.0
 
 
 def test_pregate_drops_repeats_before_any_encoder(clip):

@@ -25,7 +25,8 @@ API (pure functions + one small class; all arrays are numpy, CPU only)::
     gate = PreGate(); gate.check(rgb) → Change   # stateful: compares with the last frame let through
     gate.check_thumbnail(thumb) → Change         # the same from a thumbnail made elsewhere (same side)
 
-Cost: one area resize of the full frame per frame (the pipeline shares that 64×64 copy with the
+Cost: exact 2×2 halvings of the full frame (``imageops.reduced_copy``, which the pipeline makes once
+per frame and shares with the memory thumbnail), one area resize of that to 64×64 (shared with the
 shot detector), then arithmetic on 64×64×3 numbers.
 """
 
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 
 from streamvid.errors import ConfigError
+from streamvid.imageops import REDUCED_SHORT_SIDE, reduced_copy
 
 GATE_SIDE = 64
 GATE_BLOCK = 4
@@ -67,9 +69,12 @@ def gate_thumbnail(rgb: np.ndarray, side: int = GATE_SIDE) -> np.ndarray:
 
 
 def small_copy(rgb: np.ndarray, side: int = GATE_SIDE) -> np.ndarray:
-    """H×W×3 uint8 → uint8 [side, side, 3], area-averaged: the one full-size resize per frame. The
+    """H×W×3 uint8 → uint8 [side, side, 3], area-averaged from :func:`imageops.reduced_copy` (so the
+    same from the frame or from its reduced copy, which the pipeline makes once per frame, for any
+    ``side`` ≤ ``REDUCED_SHORT_SIDE``). The
     pipeline gives this same copy to the shot detector (``segment.shot_histogram`` takes 64×64)."""
-    return cv2.resize(np.ascontiguousarray(rgb), (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(np.ascontiguousarray(reduced_copy(rgb, max(side, REDUCED_SHORT_SIDE))), (side, side),
+                      interpolation=cv2.INTER_AREA)
 
 
 def block_change(a: np.ndarray, b: np.ndarray, block: int = GATE_BLOCK) -> np.ndarray:
