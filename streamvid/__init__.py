@@ -17,6 +17,7 @@ from streamvid.errors import (
     ModelError,
     QuestionError,
     SourceError,
+    StoreError,
     StreamvidError,
 )
 from streamvid.types import Answer, Caption, Citation, Event, Frame, FrameTokens
@@ -33,6 +34,7 @@ _LAZY = {
     "MemoryBank": "streamvid.memory",
     "StreamAgent": "streamvid.agent",
     "load_video_llm": "streamvid.models",
+    "Library": "streamvid.library",
 }
 
 
@@ -44,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Answer", "Caption", "Citation", "CompressionError", "ConfigError", "Event", "Frame", "FrameTokens",
-    "MemoryFormatError", "MemoryInputError", "ModelError", "QuestionError", "SourceError", "StreamvidError",
+    "MemoryFormatError", "MemoryInputError", "ModelError", "QuestionError", "SourceError", "StoreError",
+    "StreamvidError",
     "__version__", *_LAZY,
 ]

@@ -182,9 +182,11 @@ class StreamAgent:
         return agent
 
     # ------------------------------------------------------------------ ingestion
-    def ingest(self, source: Any, *, fps: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+    def ingest(self, source: Any, *, fps: float | None = None, progress: bool | None = None,
+               on_frames: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Read a whole source into memory (blocking) and return memory stats.
 
+        ``on_frames(n)`` is called on this thread each time n more frames are written.
         A source that fails part-way raises after what was read so far has been kept.
         """
         self._raise_background_error()
@@ -200,6 +202,8 @@ class StreamAgent:
             def written(n: int) -> None:
                 bar.update(n)
                 bar.set_postfix(events=self.memory.stats()["events"], refresh=False)
+                if on_frames is not None:
+                    on_frames(n)
 
             self._run(src, written)
         self._drain_captions()

@@ -151,6 +151,15 @@ def _ingest(agent, source, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    if args.store:
+        if len(args.items) != 1 or args.memory:
+            return _usage(args, "ask --store needs one QUESTION (and no --memory)")
+        from streamvid.agent import check_question
+        from streamvid.library.commands import ask_store_command
+
+        return ask_store_command(args, check_question(args.items[0]), _agent_overrides(args))
+    if args.video:
+        return _usage(args, "--video needs --store")
     if len(args.items) == 2 and not args.memory:
         video, question = args.items
     elif len(args.items) == 1 and args.memory:
@@ -187,6 +196,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             print(f"Indexed {stats['frames_seen']} frames into {stats['events']} events. Saved to {args.memory}.")
     return EXIT_OK
+
+
+def cmd_index_library(args: argparse.Namespace) -> int:
+    from streamvid.library.commands import index_library_command
+
+    return index_library_command(args, _agent_overrides(args))
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -365,8 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question about a video (or a saved memory)")
     p.add_argument("items", nargs="+", metavar="VIDEO QUESTION", help="VIDEO and QUESTION, or QUESTION with --memory")
     p.add_argument("--memory", help="a memory directory written by `streamvid index`")
+    p.add_argument("--store", help="a library store written by `streamvid index-library` (milvus:///path/lib.db)")
+    p.add_argument("--store-dir", help="the videos' memory folder of a Milvus server store")
+    p.add_argument("--video", help="with --store: answer from this video only (id or path)")
     model_args(p)
     p.set_defaults(func=cmd_ask, parser=p)
+
+    p = sub.add_parser("index-library", help="index many videos over Ray workers into a Milvus store")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders or globs")
+    p.add_argument("--store", required=True, help="milvus:///path/lib.db (Milvus Lite file) or milvus://host:19530")
+    p.add_argument("--store-dir", help="folder for the videos' memories (default: next to a .db store)")
+    p.add_argument("--workers", type=int, help="Ray actors (default: one per CPU, or per GPU share)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0: CPU workers)")
+    model_args(p)
+    p.set_defaults(func=cmd_index_library, parser=p)
 
     p = sub.add_parser("index", help="index a video into a memory directory")
     p.add_argument("video")

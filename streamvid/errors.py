@@ -42,3 +42,7 @@ class ConfigError(StreamvidError):
 
 class QuestionError(StreamvidError):
     """A question that cannot be answered as asked (empty, too long, not text)."""
+
+
+class StoreError(StreamvidError):
+    """A library store cannot be opened, written or read (bad URI, missing pymilvus, wrong key width)."""

@@ -1,0 +1,329 @@
+"""Index many video files over Ray actors into a library store (``streamvid index-library``).
+
+Each actor loads one set of models (the preset's Video-LLM and retrieval encoder) and indexes
+one file at a time with the same pipeline as ``streamvid index``: a fresh ``StreamAgent`` over
+those models ingests the file and saves its memory under the store folder. The driver writes
+the file's keys into Milvus (one writer, so a Milvus Lite file works from many workers), shows
+progress, retries a failed file once on a fresh actor while the others carry on, and skips
+files whose content hash is already in the store.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamvid.errors import ConfigError, SourceError
+from streamvid.library.store import MilvusStore, VideoRecord, key_rows
+
+log = logging.getLogger("streamvid.library")
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+PROGRESS_EVERY_S = 0.5
+
+
+def content_id(path: str | Path, chunk: int = 1 << 20) -> str:
+    """A file's id in the library: the first 32 hex digits of the SHA-256 of its bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:32]
+
+
+def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
+    """Files named by ``specs`` — a file, a folder (its video files, recursively) or a glob — in
+    order, each once. A spec that names nothing raises ``SourceError``."""
+    out: list[Path] = []
+    for spec in specs:
+        s = str(spec)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(s):
+            found = sorted(Path(f) for f in glob.glob(s, recursive=True) if Path(f).is_file())
+        else:
+            raise SourceError(f"{s}: no such file or folder")
+        if not found:
+            raise SourceError(f"{s}: no video files there")
+        out.extend(found)
+    seen: set[Path] = set()
+    return [f for f in (x.resolve() for x in out) if not (f in seen or seen.add(f))]
+
+
+class IndexWorker:
+    """One loaded model set; ``index`` runs one file through the ``streamvid index`` pipeline.
+
+    Used as a Ray actor (``ray.remote(IndexWorker)``); plain calls work too (one process).
+    """
+
+    def __init__(self, preset: str, overrides: dict[str, Any], store_dir: str) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from streamvid.agent import StreamAgent
+        from streamvid.config import preset_config
+
+        self.config = preset_config(preset, **overrides)
+        self.preset = preset
+        self.store_dir = Path(store_dir)
+        self._models = StreamAgent(self.config)  # loads the models once; every file reuses them
+        self._models.memory.close()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def index(self, path: str, video_id: str, progress: Any = None) -> dict[str, Any]:
+        """Ingest ``path``, save its memory as ``<store dir>/<video_id>`` and return its key rows and counts.
+
+        ``progress``: a queue (``ray.util.queue.Queue``) that gets (video_id, frames so far, pid).
+        """
+        from streamvid.agent import StreamAgent
+
+        backend = self._models.backend
+        agent = StreamAgent(self.config, llm=getattr(backend, "llm", None), encoder=getattr(backend, "encoder", None))
+        frames, last = 0, 0.0
+        t0 = time.perf_counter()
+
+        def tick(n: int) -> None:
+            nonlocal frames, last
+            frames += n
+            now = time.perf_counter()
+            if progress is not None and now - last >= PROGRESS_EVERY_S:
+                last = now
+                progress.put((video_id, frames, os.getpid()))
+
+        with agent:
+            stats = agent.ingest(path, progress=False, on_frames=tick)
+            rows = key_rows(agent.memory)
+            duration = float(agent.memory.now or 0.0)
+            final = self.store_dir / video_id
+            for stale in self.store_dir.glob(f".{video_id}.partial-*"):  # left by a worker that died here
+                shutil.rmtree(stale, ignore_errors=True)
+            partial = self.store_dir / f".{video_id}.partial-{os.getpid()}"
+            agent.memory.save(str(partial))
+        if final.exists():  # an earlier try of this same file wrote it; ours replaces it
+            shutil.rmtree(final)
+        partial.rename(final)
+        if progress is not None:
+            progress.put((video_id, frames, os.getpid()))
+        return {"video_id": video_id, "path": path, "rows": rows, "frames": int(stats["frames_seen"]),
+                "events": int(stats["events"]) + int(stats.get("archived_events", 0)),
+                "duration": duration, "seconds": time.perf_counter() - t0,
+                "pid": os.getpid()}
+
+
+@dataclass
+class Progress:
+    """What the driver reports: files done/failed/skipped of the total, frames, fps and an ETA."""
+
+    files_total: int
+    files_done: int = 0
+    files_failed: int = 0
+    files_skipped: int = 0
+    frames: int = 0
+    elapsed_s: float = 0.0
+    message: str = ""
+    workers: int = 0
+    worker_pids: dict[str, int] = field(default_factory=dict)  # video id → pid of the worker on it
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        finished = self.files_done + self.files_failed
+        left = self.files_total - self.files_skipped - finished
+        if finished == 0:
+            return None
+        return self.elapsed_s / finished * left
+
+
+@dataclass
+class IndexReport:
+    """The outcome of one ``index_library`` run."""
+
+    indexed: list[VideoRecord]
+    skipped: list[str]
+    failed: dict[str, str]
+    retried: list[str]
+    frames: int
+    seconds: float
+    workers: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"indexed": [r.__dict__ for r in self.indexed], "skipped": self.skipped, "failed": self.failed,
+                "retried": self.retried, "frames": self.frames, "seconds": round(self.seconds, 3),
+                "workers": self.workers,
+                "files_per_hour": round(3600 * len(self.indexed) / self.seconds, 1) if self.seconds else None}
+
+
+def _init_ray(address: str | None, workers: int | None) -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("index-library needs Ray: pip install 'streamvid[scale]'") from exc
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or None, log_to_driver=False, include_dashboard=False)
+    return ray
+
+
+def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Path | None = None,
+                  preset: str = "auto", overrides: dict[str, Any] | None = None, workers: int | None = None,
+                  ray_address: str | None = None, gpus_per_worker: float = 0.0, retries: int = 1,
+                  on_progress: Callable[[Progress], None] | None = None) -> IndexReport:
+    """Index every file of ``paths`` not yet in the store ``uri`` over Ray actors.
+
+    workers: actors to start (default: one per GPU with ``gpus_per_worker`` > 0, else one per CPU
+    of the cluster), never more than files to do. A file that fails (an error, or its actor dying)
+    is retried ``retries`` times on a fresh actor; the others carry on.
+    """
+    from streamvid.config import preset_config
+
+    overrides = dict(overrides or {})
+    if gpus_per_worker < 0 or (workers is not None and workers < 1):
+        raise ConfigError("--workers must be >= 1 and --gpus-per-worker >= 0")
+    if gpus_per_worker > 0:
+        overrides.setdefault("device", "cuda")
+    config = preset_config(preset, **overrides)  # a bad preset or override fails before Ray starts
+    preset_name = config.model if preset == "auto" else preset
+    files = expand_paths(paths)
+    store = MilvusStore(uri, store_dir=store_dir)
+    store.store_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    progress = Progress(files_total=len(files))
+    todo: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    ids_seen: set[str] = set()
+    for f in files:
+        vid = content_id(f)
+        if vid in ids_seen or store.has_video(vid):
+            skipped.append(str(f))
+        else:
+            ids_seen.add(vid)
+            todo.append((str(f), vid))
+    progress.files_skipped = len(skipped)
+
+    def report(message: str) -> None:
+        progress.elapsed_s = time.perf_counter() - t_start
+        progress.message = message
+        log.info(message)
+        if on_progress is not None:
+            on_progress(progress)
+
+    if skipped:
+        report(f"{len(skipped)} of {len(files)} files already indexed; skipping them.")
+    indexed: list[VideoRecord] = []
+    failed: dict[str, str] = {}
+    retried: list[str] = []
+    if not todo:
+        store.close()
+        return IndexReport(indexed, skipped, failed, retried, 0, time.perf_counter() - t_start, 0)
+
+    try:
+        frames_done = _run(todo, store, indexed=indexed, failed=failed, retried=retried, progress=progress,
+                           report=report, preset=preset, preset_name=preset_name, overrides=overrides,
+                           workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                           retries=retries, t_start=t_start)
+    finally:
+        store.close()
+    return IndexReport(indexed, skipped, failed, retried, frames_done, time.perf_counter() - t_start, progress.workers)
+
+
+def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[VideoRecord], failed: dict[str, str],
+         retried: list[str], progress: Progress, report: Callable[[str], None], preset: str, preset_name: str,
+         overrides: dict[str, Any], workers: int | None, ray_address: str | None, gpus_per_worker: float,
+         retries: int, t_start: float) -> int:
+    """Schedule ``todo`` (path, video id) over Ray actors and write each finished file into ``store``;
+    returns the frames indexed."""
+    ray = _init_ray(ray_address, workers)
+    from ray.util.queue import Queue
+
+    resources = ray.cluster_resources()
+    if workers is None:
+        workers = (int(resources.get("GPU", 0) / gpus_per_worker) if gpus_per_worker > 0
+                   else int(resources.get("CPU", 1)))
+    n_workers = max(1, min(workers, len(todo)))
+    progress.workers = n_workers
+    actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)(IndexWorker)
+    queue = Queue()
+    config_overrides = {**overrides}
+
+    def new_actor() -> Any:
+        return actor_cls.remote(preset, config_overrides, str(store.store_dir))
+
+    idle = [new_actor() for _ in range(n_workers)]
+    pending: dict[Any, tuple[Any, str, str, int]] = {}  # ref → (actor, path, video id, attempt)
+    queued = [(p, v, 0) for p, v in todo]
+    frames_live: dict[str, int] = {}
+    frames_done = 0
+    report(f"Indexing {len(todo)} files on {n_workers} workers.")
+    try:
+        while queued or pending:
+            while queued and idle:
+                path, vid, attempt = queued.pop(0)
+                actor = idle.pop()
+                pending[actor.index.remote(path, vid, queue)] = (actor, path, vid, attempt)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+            moved = False
+            while not queue.empty():
+                vid, n, pid = queue.get_nowait()
+                frames_live[vid] = n
+                progress.worker_pids[vid] = pid
+                moved = True
+            progress.frames = frames_done + sum(frames_live.values())
+            if moved and not ready:
+                report(f"{progress.frames} frames so far.")
+            for ref in ready:
+                actor, path, vid, attempt = pending.pop(ref)
+                frames_live.pop(vid, None)
+                progress.worker_pids.pop(vid, None)
+                try:
+                    out = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                    died = isinstance(exc, ray.exceptions.RayActorError)
+                    cause = "its worker died" if died else str(exc.cause if hasattr(exc, "cause") else exc)
+                    cause = cause.strip().splitlines()[-1] if cause.strip() else type(exc).__name__
+                    if died:
+                        ray.kill(actor)
+                        actor = new_actor()
+                    idle.append(actor)
+                    if attempt < retries:
+                        retried.append(path)
+                        queued.append((path, vid, attempt + 1))
+                        report(f"{Path(path).name} failed ({cause}); retrying it.")
+                    else:
+                        failed[path] = cause
+                        progress.files_failed += 1
+                        report(f"{Path(path).name} failed ({cause}); giving up on it.")
+                    continue
+                idle.append(actor)
+                record = VideoRecord(video_id=vid, path=path, frames=out["frames"], events=out["events"],
+                                     keys=len(out["rows"]["vector"]), duration=out["duration"], preset=preset_name)
+                store.write_video(record, out["rows"])
+                indexed.append(record)
+                frames_done += out["frames"]
+                progress.frames = frames_done + sum(frames_live.values())
+                progress.files_done += 1
+                eta = progress.eta_s
+                progress.elapsed_s = time.perf_counter() - t_start
+                report(f"[{progress.files_done + progress.files_failed}/{len(todo)}] {Path(path).name}: "
+                       f"{out['frames']} frames, {out['events']} events ({progress.fps:.1f} fps overall"
+                       + (f", ETA {eta:.0f} s" if eta is not None and progress.files_done < len(todo) else "") + ").")
+    finally:
+        for actor in idle + [a for a, *_ in pending.values()]:
+            ray.kill(actor)
+        ray.kill(queue.actor)
+    return frames_done

@@ -1,0 +1,158 @@
+"""The video library: Ray actors index files into a Milvus Lite store; search and ask across videos."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from streamvid_bench.samples import PALETTE, Scene, write_video  # noqa: E402
+
+from streamvid.errors import SourceError, StoreError  # noqa: E402
+from streamvid.library import Library, MilvusStore, VideoRecord, content_id, expand_paths, index_library  # noqa: E402
+from streamvid.sources import open_source  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SHAPES = ["door", "car", "ball", None]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """4 short clips, each one scene of its own colour and shape (content unique to each)."""
+    d = tmp_path_factory.mktemp("videos")
+    for i in range(4):
+        write_video(d / f"clip{i}.mp4", duration=3.0, fps=10, width=128, height=96,
+                    scenes=[Scene(0.0, 3.0, PALETTE[2 * i], shape=SHAPES[i])])
+    return d
+
+
+@pytest.fixture(scope="module")
+def library(cluster, videos, tmp_path_factory):
+    uri = f"milvus://{tmp_path_factory.mktemp('store') / 'lib.db'}"
+    messages = []
+    report = index_library([videos], uri, preset="tiny-random", workers=2,
+                           on_progress=lambda p: messages.append(p.message))
+    return uri, report, messages
+
+
+def middle_frame(path) -> np.ndarray:
+    frames = list(open_source(str(path), fps=2))
+    return frames[len(frames) // 2].rgb
+
+
+def test_four_videos_indexed_and_searchable_by_their_own_content(library, videos):
+    uri, report, messages = library
+    assert not report.failed and report.workers == 2
+    assert len(report.indexed) == 4 and report.frames == sum(r.frames for r in report.indexed) > 0
+    assert any(m.startswith("[4/4]") for m in messages)
+    with Library(uri) as lib:
+        recs = lib.videos()
+        assert sorted(r.path for r in recs) == sorted(str(p.resolve()) for p in videos.glob("*.mp4"))
+        ids = {r.path: r.video_id for r in recs}
+        for r in recs:
+            assert r.video_id == content_id(r.path)
+            assert lib.store.count_keys(r.video_id) == r.keys > 0
+            assert 0 < r.duration <= 3.0
+        for path in sorted(videos.glob("*.mp4")):
+            hits = lib.search(middle_frame(path), k=3)
+            assert hits[0].video_id == ids[str(path.resolve())]
+            assert hits[0].score > 0.95 and 0.0 <= hits[0].t_start <= hits[0].t_end <= 3.0
+        # --video restricts the search to one video
+        other = ids[str((videos / "clip1.mp4").resolve())]
+        hits = lib.search(middle_frame(videos / "clip0.mp4"), k=5, video=other)
+        assert hits and {h.video_id for h in hits} == {other}
+
+
+def test_second_run_indexes_nothing_new(library, videos):
+    uri, _, _ = library
+    before = MilvusStore(uri)
+    n_keys = before.count_keys()
+    before.close()
+    report = index_library([videos / "*.mp4"], uri, preset="tiny-random", workers=2)
+    assert report.indexed == [] and len(report.skipped) == 4 and report.workers == 0
+    after = MilvusStore(uri)
+    assert after.count_keys() == n_keys and len(after.videos()) == 4
+    after.close()
+
+
+def test_killed_worker_is_retried_without_duplicates(cluster, tmp_path):
+    path = tmp_path / "long.mp4"
+    write_video(path, duration=6.0, fps=10, width=128, height=96, cuts=[2.0, 4.0])
+    uri = f"milvus://{tmp_path / 'lib.db'}"
+    killed: list[int] = []
+
+    def kill_mid_file(progress) -> None:
+        if not killed and progress.worker_pids and progress.frames > 0 and progress.files_done == 0:
+            pid = next(iter(progress.worker_pids.values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = index_library([path], uri, preset="tiny-random", workers=1, on_progress=kill_mid_file)
+    assert killed, "the worker was never seen mid-file"
+    assert report.retried == [str(path.resolve())] and not report.failed and len(report.indexed) == 1
+    rec = report.indexed[0]
+    store = MilvusStore(uri)
+    try:
+        assert store.count_keys() == store.count_keys(rec.video_id) == rec.keys
+        assert [v.video_id for v in store.videos()] == [rec.video_id]
+        # writing the same video again (a retry after a crash past the worker) replaces, never adds
+        rows = store.client.query("keys", filter=f'video_id == "{rec.video_id}"',
+                                  output_fields=["event_id", "kind", "t_start", "t_end", "vector"])
+        again = {k: np.array([r[k] for r in rows]) for k in ("event_id", "kind", "t_start", "t_end", "vector")}
+        store.write_video(rec, again)
+        assert store.count_keys() == rec.keys and len(store.videos()) == 1
+    finally:
+        store.close()
+    assert not list(tmp_path.glob("lib.store/.*partial*"))
+
+
+def test_ask_store_from_another_process(library, videos):
+    uri, report, _ = library
+    ids = {r.video_id: r for r in report.indexed}
+    out = subprocess.run([sys.executable, "-m", "streamvid.cli", "ask", "--store", uri, "--preset", "tiny-random",
+                          "--json", "what shape is in the picture?"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["video_id"] in ids and payload["citations"]
+    for c in payload["citations"]:
+        rec = ids[c["video_id"]]
+        assert c["path"] == rec.path and 0.0 <= c["t_start"] <= c["t_end"] <= rec.duration
+    one = report.indexed[2].video_id
+    out = subprocess.run([sys.executable, "-m", "streamvid.cli", "ask", "--store", uri, "--video", one,
+                          "--json", "what happened?"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert {c["video_id"] for c in json.loads(out.stdout)["citations"]} <= {one}
+
+
+def test_bad_store_and_paths_are_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="milvus:///path/lib.db"):
+        MilvusStore(f"sqlite://{tmp_path}/x.db")
+    with pytest.raises(StoreError, match="--store-dir"):
+        MilvusStore("milvus://localhost:19530")
+    with pytest.raises(SourceError, match="no such file"):
+        expand_paths([tmp_path / "missing.mp4"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no video files"):
+        expand_paths([tmp_path / "empty"])
+    store = MilvusStore(f"milvus://{tmp_path / 'lib.db'}")
+    rec = VideoRecord(video_id="ab" * 16, path="x.mp4", frames=1, events=1, keys=1, duration=1.0, preset="t")
+    with pytest.raises(StoreError, match="no keys"):
+        store.write_video(rec, {"vector": np.zeros((0, 4), np.float32)})
+    store.close()
