@@ -53,9 +53,9 @@ def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
         elif glob.has_magic(s):
             found = sorted(Path(f) for f in glob.glob(s, recursive=True) if Path(f).is_file())
         else:
-            raise SourceError(f"{s}: no such file or folder")
+            raise SourceError(s, "no such file or folder")
         if not found:
-            raise SourceError(f"{s}: no video files there")
+            raise SourceError(s, "no video files there")
         out.extend(found)
     seen: set[Path] = set()
     return [f for f in (x.resolve() for x in out) if not (f in seen or seen.add(f))]
