@@ -66,9 +66,8 @@ class Library:
 
         if self._agent is not None and self._agent_video == video_id:
             return self._agent
-        backend = self._agent.backend if self._agent is not None else None
-        agent = StreamAgent.from_memory(str(self.store.video_dir(video_id)), llm=getattr(backend, "llm", None),
-                                        encoder=getattr(backend, "encoder", None), **self.overrides)
+        agent = StreamAgent.from_memory(str(self.store.video_dir(video_id)), **self.overrides,
+                                        share_from=self._agent.backend if self._agent is not None else None)
         if self._agent is not None:
             self._agent.close()
         self._agent, self._agent_video = agent, video_id

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from streamvid.errors import StoreError
+from streamvid.tensorops import l2_normalise
 
 log = logging.getLogger("streamvid.library")
 
@@ -222,7 +223,7 @@ class MilvusStore:
             ])
         mean = vectors[np.asarray(rows["kind"]) == KIND_EVENT].mean(axis=0) if (
             np.asarray(rows["kind"]) == KIND_EVENT).any() else vectors.mean(axis=0)
-        mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        mean = l2_normalise(mean)
         self.client.insert(VIDEOS, [{
             "video_id": record.video_id, "path": record.path, "frames": record.frames, "events": record.events,
             "keys": n, "duration": record.duration, "preset": record.preset, "vector": mean.tolist()}])
@@ -274,7 +275,7 @@ class MilvusStore:
             return [[] for _ in queries]
         if queries.shape[1] != self._dim:
             raise StoreError(f"a query key is {queries.shape[1]}-d; {self.uri} holds {self._dim}-d keys")
-        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        queries = l2_normalise(queries)
         res = self.client.search(
             KEYS, data=queries.tolist(), limit=int(k), filter=_filter_eq("video_id", video_id) if video_id else "",
             output_fields=["video_id", "event_id", "kind", "t_start", "t_end"],

@@ -86,10 +86,7 @@ class IndexWorker:
 
         ``progress``: a queue (``ray.util.queue.Queue``) that gets (video_id, frames so far, pid).
         """
-        from streamvid.agent import StreamAgent
-
-        backend = self._models.backend
-        agent = StreamAgent(self.config, llm=getattr(backend, "llm", None), encoder=getattr(backend, "encoder", None))
+        agent = self._models.sharing_models()
         frames, last = 0, 0.0
         t0 = time.perf_counter()
 
