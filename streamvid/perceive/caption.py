@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from streamvid.perceive.frame import FramePerception
+from streamvid.perceive.frame import WEAK, FramePerception
 
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -56,7 +56,8 @@ def event_colours(perceptions: Sequence[FramePerception], second_share: float = 
 def caption_event(perceptions: Sequence[FramePerception]) -> str:
     """E.g. "two people walking left; one face visible; the text 'EXIT' on screen; mostly grey."
 
-    People and faces are the most seen in any one frame; text lines that repeat across frames are
+    People, faces and objects are the most seen in any one frame (people and faces said "possibly"
+    when no detection reached the WEAK confidence); greyscale frames give no colour; text lines that repeat across frames are
     given once, in order of first appearance. Deterministic for the same perceptions.
     """
     if not perceptions:
@@ -68,6 +69,8 @@ def caption_event(perceptions: Sequence[FramePerception]) -> str:
     moving = any(p.motion is not None and p.motion.amount >= 0.02 for p in perceptions)
     if n_people:
         phrase = count_phrase(n_people, "person", "people")
+        if max(p.people_confidence for p in perceptions) < WEAK:
+            phrase = "possibly " + phrase
         if direction in ("left", "right"):
             phrase += f" walking {direction}"
         elif direction:
@@ -80,7 +83,11 @@ def caption_event(perceptions: Sequence[FramePerception]) -> str:
     elif moving:
         parts.append("some movement")
     if n_faces:
-        parts.append(f"{count_phrase(n_faces, 'face', 'faces')} visible")
+        weak = max(p.face_confidence for p in perceptions) < WEAK
+        parts.append(f"{'possibly ' if weak else ''}{count_phrase(n_faces, 'face', 'faces')} visible")
+    n_objects = max(p.objects for p in perceptions)
+    if n_objects:
+        parts.append(count_phrase(n_objects, "object", "objects"))
     texts = event_texts(perceptions)
     if texts:
         quoted = ", ".join(f"'{t}'" for t in texts)

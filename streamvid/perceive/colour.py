@@ -45,3 +45,12 @@ def dominant_colours(rgb: np.ndarray, top: int = 3, min_share: float = 0.1, size
     shares = counts / counts.sum()
     order = np.argsort(-shares, kind="stable")
     return [(COLOUR_NAMES[i], float(shares[i])) for i in order[:top] if shares[i] >= min_share]
+
+
+def is_greyscale(rgb: np.ndarray, mean_sat: float = 8.0, high_sat: float = 30.0, size: int = 64) -> bool:
+    """True for a frame without colour (greyscale footage, give or take codec tint): HSV saturation's
+    mean below ``mean_sat`` and its 99th percentile below ``high_sat`` (0–255 scale)."""
+    check_rgb(rgb, "is_greyscale")
+    small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    sat = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1]
+    return float(sat.mean()) < mean_sat and float(np.percentile(sat, 99)) < high_sat

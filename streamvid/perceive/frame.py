@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -9,13 +10,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamvid.perceive._cv import check_rgb
-from streamvid.perceive.colour import dominant_colours
+from streamvid.perceive.colour import dominant_colours, is_greyscale
 from streamvid.perceive.faces import FaceDetector
 from streamvid.perceive.motion import Motion, estimate_motion
+from streamvid.perceive.objects import count_objects
 from streamvid.perceive.ocr import TextBox, TextReader
 from streamvid.perceive.people import Detection, PeopleDetector
 
-STAGES = ("ocr", "people", "faces", "colour", "motion")
+STAGES = ("ocr", "people", "faces", "colour", "objects", "motion")
+WEAK = 0.5  # a detection below this confidence is reported as uncertain
+
+
+def detection_confidence(score: float) -> float:
+    """A classic detector's score (the HOG SVM margin, the Haar cascade's final-stage weight) → a
+    confidence 0–1: 1 − exp(−score), so a score of 0.7 is 0.5."""
+    return 1.0 - math.exp(-max(0.0, score))
 
 
 @dataclass
@@ -25,10 +34,12 @@ class FramePerception:
     texts:   text lines read, reading order
     people:  people boxes, best first
     faces:   frontal face boxes, best first
-    colours: (colour name, share of pixels), largest first
+    colours: (colour name, share of pixels), largest first; empty for a greyscale frame
     motion:  vs the previous perceived frame; None for the first frame
     timings: milliseconds per stage (keys from STAGES)
     t:       the frame's time in seconds, when the caller gave one
+    objects: compact objects standing out from the background (outside text), see count_objects
+    grey:    the frame has no colour (greyscale footage): no colour names are given for it
     """
 
     texts: list[TextBox]
@@ -38,6 +49,17 @@ class FramePerception:
     motion: Motion | None
     timings: dict[str, float] = field(default_factory=dict)
     t: float | None = None
+    objects: int = 0
+    grey: bool = False
+
+    @property
+    def people_confidence(self) -> float:
+        """Confidence 0–1 of the best people detection (0 when none)."""
+        return max((detection_confidence(d.score) for d in self.people), default=0.0)
+
+    @property
+    def face_confidence(self) -> float:
+        return max((detection_confidence(d.score) for d in self.faces), default=0.0)
 
 
 class Perceiver:
@@ -49,7 +71,8 @@ class Perceiver:
         self.face_detector = FaceDetector(max_side=faces_max_side)
 
     def perceive(self, rgb: np.ndarray, prev_rgb: np.ndarray | None = None, t: float | None = None) -> FramePerception:
-        """Run OCR, people, faces, colour and motion (when ``prev_rgb`` is given) on an H×W×3 uint8 frame."""
+        """Run OCR, people, faces, colour (none for a greyscale frame), objects and motion (when
+        ``prev_rgb`` is given) on an H×W×3 uint8 frame."""
         check_rgb(rgb, "perceive_frame")
         timings: dict[str, float] = {}
 
@@ -62,9 +85,11 @@ class Perceiver:
         texts = timed("ocr", self.text_reader.read, rgb)
         people = timed("people", self.people_detector.detect, rgb)
         faces = timed("faces", self.face_detector.detect, rgb)
-        colours = timed("colour", dominant_colours, rgb)
+        grey = is_greyscale(rgb)
+        colours = [] if grey else timed("colour", dominant_colours, rgb)
+        objects = timed("objects", count_objects, rgb, [b.box for b in texts])
         motion = timed("motion", estimate_motion, rgb, prev_rgb) if prev_rgb is not None else None
-        return FramePerception(texts, people, faces, colours, motion, timings, t)
+        return FramePerception(texts, people, faces, colours, motion, timings, t, objects=objects, grey=grey)
 
 
 _default: Perceiver | None = None
