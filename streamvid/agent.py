@@ -508,6 +508,8 @@ class StreamAgent:
             text = "".join(result._text).strip()
             used = run.used(text) if run.used is not None else None
             cited = [c for c in citations if c.event_id in used] if used else citations
+            if run.spans is not None:
+                cited = citations_of_spans(run.spans, snap)
             result.answer = Answer(text, cited, timings)
             dialogue.add(q, result.answer)
 
@@ -535,3 +537,16 @@ def citations_for(blocks: list[PromptBlock], snap: Any) -> list[Citation]:
         if key not in seen:
             seen[key] = Citation(b.event_id, float(b.t_start), float(b.t_end), thumbs.get(b.event_id))
     return list(seen.values())
+
+
+def citations_of_spans(spans: list[tuple[float, float]], snap: Any) -> list[Citation]:
+    """One citation per event overlapping any of the (t0, t1) spans, in time order; a span no closed
+    event covers (the open event, live) is cited as itself."""
+    out: dict[tuple[int, float, float], Citation] = {}
+    for t0, t1 in spans:
+        hits = snap.events_between(t0 - 1e-6, t1 + 1e-6)
+        for e in hits:
+            out[(e.id, e.t_start, e.t_end)] = Citation(e.id, float(e.t_start), float(e.t_end), e.thumbnail)
+        if not hits:
+            out[(-1, t0, t1)] = Citation(-1, float(t0), float(t1), None)
+    return sorted(out.values(), key=lambda c: (c.t_start, c.t_end))

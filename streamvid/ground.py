@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from streamvid.perceive.caption import count_phrase
 from streamvid.perceive.colour import COLOUR_NAMES
-from streamvid.retrieve import plan_query
+from streamvid.retrieve import parse_clock, plan_query
 from streamvid.types import format_span
 
 NOT_SEEN = "I did not see that."
@@ -63,6 +63,7 @@ class Seen:
     """
 
     t: float
+    t_end: float | None = None  # the frame stayed on screen until then (repeats dropped); None: t
     texts: tuple[str, ...] = ()
     colours: tuple[tuple[str, float], ...] = ()
     people: int = 0
@@ -101,14 +102,15 @@ def text_appearances(seen: Sequence[Seen]) -> list[tuple[str, float, float]]:
     """(text, first time, last time) per distinct text line, in order of first appearance."""
     first: dict[str, list] = {}
     for s in sorted(seen, key=lambda s: s.t):
+        until = s.t if s.t_end is None else s.t_end
         for line in s.texts:
             key = _norm(line)
             if not key:
                 continue
             if key not in first:
-                first[key] = [line, s.t, s.t]
+                first[key] = [line, s.t, until]
             else:
-                first[key][2] = s.t
+                first[key][2] = until
     return [tuple(v) for v in first.values()]  # type: ignore[misc]
 
 
@@ -251,7 +253,7 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
             return Grounded(NOT_SEEN, abstained=True)
         if is_greyscale(seen):
             return Grounded(NO_COLOUR, [(seen[0].t, seen[-1].t)])
-        chosen = _shots_for(q, shots, time_range, plan.relation)
+        chosen = _shots_for(q, shots, time_range, plan.relation, plan)
         if not chosen:
             return Grounded(NOT_SEEN, abstained=True)
         names = []
@@ -282,7 +284,7 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
 
     # ---- what changed --------------------------------------------------------------------------
     if re.search(r"\bwhat (?:\w+\s+)?chang", q) and not unknown:
-        return _what_changed(seen, shots, texts, time_range)
+        return _what_changed(seen, shots, texts, time_range, _clock_point(plan), _edge(plan))
 
     # ---- on-screen text ------------------------------------------------------------------------
     if re.search(rf"\b({_TEXT_WORDS})\b", q):
@@ -315,13 +317,37 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
 
     # ---- what happened / what did you see ------------------------------------------------------
     if re.search(r"\bwhat\b.*\b(happen|see|saw|seen|shown|there|on screen|going on)", q) and not unknown:
-        chosen = _shots_for(q, shots, time_range, plan.relation)
+        chosen = _shots_for(q, shots, time_range, plan.relation, plan)
         if not chosen:
             return Grounded(NOT_SEEN, abstained=True)
         return Grounded(" ".join(describe(seen, sh) for sh in chosen), [(sh.t_start, sh.t_end) for sh in chosen])
 
     if unknown:
         return Grounded(NOT_SEEN, abstained=True)
+    return None
+
+
+def _edge(plan) -> int | None:
+    """0 for "at the start", -1 for "at the end" (of the video), else None."""
+    phrase = (plan.phrase or "").casefold()
+    if re.search(r"\b(start|beginning|first)\b", phrase):
+        return 0
+    if re.search(r"\bend\b", phrase):
+        return -1
+    return None
+
+
+def _clock_point(plan) -> float | None:
+    """The moment a clock phrase names ("at 00:00:10", "around 20 seconds in"), else None."""
+    phrase = (plan.phrase or "").casefold()
+    if plan.relation is not None or re.search(r"\b(last|past|ago)\b", phrase):
+        return None
+    m = re.search(r"\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?", phrase)
+    if m:
+        return parse_clock(m.group(0))
+    m = re.search(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s|minutes?|mins?)\b", phrase)
+    if m:
+        return float(m.group(1)) * (60.0 if m.group(2).startswith("m") else 1.0)
     return None
 
 
@@ -342,9 +368,15 @@ def _target_text(named: list[str], q: str, texts: list[tuple[str, float, float]]
     return max(hits, key=lambda tx: len(_norm(tx[0]))) if hits else None
 
 
-def _shots_for(q: str, shots: Sequence[Shot], time_range, relation) -> list[Shot]:
-    """The shots a question points at: by ordinal ("the first scene"), else those in its time range
-    (for before/after, the nearest one), else all."""
+def _shots_for(q: str, shots: Sequence[Shot], time_range, relation, plan=None) -> list[Shot]:
+    """The shots a question points at: by ordinal ("the first scene"), at the start/end, at a clock
+    time, else those in its time range (for before/after, the nearest one), else all."""
+    if plan is not None and _edge(plan) is not None and shots:
+        return [shots[_edge(plan)]]
+    point = _clock_point(plan) if plan is not None else None
+    if point is not None:
+        at = [sh for sh in shots if sh.t_start <= point <= sh.t_end + 1.0]
+        return at[:1] or [min(shots, key=lambda sh: min(abs(sh.t_start - point), abs(sh.t_end - point)))]
     k = _ordinal(q)
     if k is not None and re.search(r"\b(scene|shot|background)\b", q):
         inside = [sh for sh in shots if _overlaps(sh, time_range)] if time_range is not None else list(shots)
@@ -390,9 +422,9 @@ def _count_answer(n: int, conf: float, one: str, many: str, t: float) -> Grounde
     return Grounded(f"{hedge} {count_phrase(n, one, many)} at {clock(t)}{tail}.", [(t, t)])
 
 
-def _what_changed(seen, shots, texts, time_range) -> Grounded:
-    """The changes inside the range (or at its nearest boundary): scene cuts with their colours, and
-    text that appeared or disappeared."""
+def _what_changed(seen, shots, texts, time_range, point=None, edge=None) -> Grounded:
+    """The changes at a clock time (within 2 s, else the nearest), first/last ones for the start/end,
+    else inside the range: scene cuts with their colours, and text that appeared or disappeared."""
     changes: list[tuple[float, str]] = []
     for prev, sh in zip(shots[:-1], shots[1:], strict=False):
         a, b = shot_colour(seen, prev.t_start, prev.t_end), shot_colour(seen, sh.t_start, sh.t_end)
@@ -403,7 +435,12 @@ def _what_changed(seen, shots, texts, time_range) -> Grounded:
         if seen and t1 < seen[-1].t:
             changes.append((t1, f"the text '{text}' disappeared"))
     changes.sort()
-    if time_range is not None:
+    if point is not None and changes:
+        near = [c for c in changes if abs(c[0] - point) <= 2.0]
+        changes = near or [min(changes, key=lambda c: abs(c[0] - point))]
+    elif edge is not None and changes:
+        changes = [changes[edge]]
+    elif time_range is not None:
         inside = [c for c in changes if time_range[0] - 1.0 <= c[0] <= time_range[1] + 1.0]
         if not inside and changes:
             mid = 0.5 * (time_range[0] + time_range[1])

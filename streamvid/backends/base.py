@@ -57,6 +57,8 @@ class AnswerRun:
     timings: Callable[[], dict[str, float]]
     # answer text → ids of the prompt's blocks the answer drew on (None: all of them are cited)
     used: Callable[[str], set[int]] | None = None
+    # the (t0, t1) spans an extracted answer rests on: cite the events overlapping them (none: no citation)
+    spans: list[tuple[float, float]] | None = None
 
 
 @runtime_checkable

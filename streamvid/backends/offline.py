@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,12 +23,14 @@ import torch
 from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models
 from streamvid.config import AgentConfig
 from streamvid.generation import GenerationOptions
+from streamvid.ground import Grounded, Seen, Shot, ground_answer
 from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
 from streamvid.prompt import PromptBlock
 from streamvid.segment import ShotDetector
 from streamvid.types import Event, Frame, FrameTokens, format_span
 
 GATE_SIDE = 32
+LOCAL_CHANGE = 12.0  # grey levels: a cell of the gate thumbnail changing this much keeps the frame
 RELEVANT_FRACTION = 0.8
 SYSTEM_PROMPT = (
     "You answer questions about a video using notes of what was seen in it. Each note starts with its "
@@ -45,6 +48,14 @@ def pixel_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(np.abs(a - b).mean()) / 255.0
 
 
+def local_change(a: np.ndarray, b: np.ndarray, block: int = 4) -> float:
+    """The largest mean absolute difference (grey levels) over ``block``×``block`` cells of two gate
+    thumbnails, less the median cell's (the frame's noise): high when something small appeared."""
+    side = a.shape[0] // block
+    cells = np.abs(a - b)[: side * block, : side * block].reshape(side, block, side, block, -1).mean(axis=(1, 3, 4))
+    return float(cells.max() - np.median(cells))
+
+
 class OfflinePipeline:
     """Gate on pixels, perceive kept frames, key them by their description's embedding."""
 
@@ -53,7 +64,9 @@ class OfflinePipeline:
         self.embedder = embedder
         self.perceiver = perceiver
         self.timer = StageTimer()
-        self.perceptions: deque = deque(maxlen=max(256, 4 * config.segment_max_frames + config.short_term_frames))
+        # [t, t_until, FramePerception] per kept frame; t_until grows over the repeats the gate dropped.
+        self.perceptions: deque = deque(maxlen=max(1024, 4 * config.segment_max_frames + config.short_term_frames))
+        self.shot_starts: deque[float] = deque(maxlen=4096)
         self._lock = threading.Lock()
         self._last_gate: np.ndarray | None = None
         self._last_rgb: np.ndarray | None = None
@@ -76,21 +89,28 @@ class OfflinePipeline:
                 hold = not cut
                 small = gate_thumbnail(frame.rgb)
                 if not cut and self._last_gate is not None and \
-                        pixel_similarity(small, self._last_gate) >= self.config.tau_dup:
+                        pixel_similarity(small, self._last_gate) >= self.config.tau_dup and \
+                        local_change(small, self._last_gate) < LOCAL_CHANGE:
                     add_dropped(steps, frame.t)
+                    with self._lock:
+                        if self.perceptions:
+                            self.perceptions[-1][1] = frame.t
                     continue
+                if cut or not self.shot_starts:
+                    with self._lock:
+                        self.shot_starts.append(frame.t)
                 self._last_gate = small
             with self.timer.stage("perceive"):
                 perception = self.perceiver.perceive(frame.rgb, self._last_rgb, frame.t)
             self._last_rgb = frame.rgb
+            with self._lock:
+                self.perceptions.append([frame.t, frame.t, perception])
             steps.append((frame, perception, caption_event([perception]), cut, hold))
         kept = [s for s in steps if isinstance(s, tuple)]
         if not kept:
             return steps
         with self.timer.stage("key", len(kept)):
             keys = iter(self.embedder.encode_text([d for _, _, d, _, _ in kept]))
-        with self._lock:
-            self.perceptions.extend((f.t, p) for f, p, _, _, _ in kept)
         self.frames_kept += len(kept)
         one = torch.zeros(1, dtype=torch.long)
         out: list[Step] = []
@@ -107,8 +127,22 @@ class OfflinePipeline:
         from streamvid.perceive import caption_event
 
         with self._lock:
-            chosen = [p for t, p in self.perceptions if t_start <= t <= t_end]
+            chosen = [p for t, _, p in self.perceptions if t_start <= t <= t_end]
         return caption_event(chosen) if chosen else ""
+
+    def records(self) -> tuple[list[Seen], list[Shot]]:
+        """What perception recorded so far, for grounded answers: the perceived frames still held, and
+        the shots (from the shot detector's cuts) spanning the stream up to its newest frame."""
+        with self._lock:
+            held = list(self.perceptions)
+            starts = list(self.shot_starts)
+        seen = [Seen(t=t, t_end=until, texts=tuple(b.text for b in p.texts), colours=tuple(p.colours),
+                     people=len(p.people), people_conf=p.people_confidence, faces=len(p.faces),
+                     face_conf=p.face_confidence, objects=p.objects, grey=p.grey) for t, until, p in held]
+        end = max((s.t_end for s in seen), default=starts[-1] if starts else 0.0)
+        shots = [Shot(a, max(a, b - 1e-3) if i + 1 < len(starts) else max(a, end))
+                 for i, (a, b) in enumerate(zip(starts, [*starts[1:], end], strict=True))]
+        return seen, shots
 
 
 class OfflineBackend:
@@ -166,6 +200,13 @@ class OfflineBackend:
         return out
 
     def answer(self, context: AnswerContext, options: GenerationOptions) -> AnswerRun:
+        seen, shots = self.pipeline.records()
+        if seen:
+            start = time.perf_counter()
+            now = context.now if context.now is not None else shots[-1].t_end
+            grounded = ground_answer(context.question, seen, shots, now)
+            if grounded is not None:
+                return grounded_run(grounded, (time.perf_counter() - start) * 1e3)
         notes = self.notes(relevant_blocks(context.blocks, context.scores), context.captions)
         body = "Notes:\n" + ("\n".join(line for _, line in notes) if notes else "(nothing was seen)")
         if context.now is not None:
@@ -177,6 +218,13 @@ class OfflineBackend:
         stream = self.llm.generate(messages, options)
         return AnswerRun(pieces=iter(stream), timings=stream.stats.as_dict,
                          used=lambda text: used_blocks(text, notes))
+
+
+def grounded_run(grounded: Grounded, ms: float) -> AnswerRun:
+    """An extracted answer as a finished AnswerRun: one piece, cited by the spans it rests on."""
+    timings = {"prompt_tokens": 0.0, "prefill_ms": 0.0, "ttft_ms": ms, "new_tokens": 0.0, "decode_ms": 0.0,
+               "decode_tok_s": 0.0, "total_ms": ms, "grounded": 1.0, "abstained": float(grounded.abstained)}
+    return AnswerRun(pieces=iter([grounded.text]), timings=lambda: dict(timings), spans=list(grounded.spans))
 
 
 def relevant_blocks(blocks: Sequence[PromptBlock], scores: Mapping[int, float],
