@@ -308,6 +308,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from streamvid.errors import StreamvidError
+
+    try:
+        from streamvid_bench.evaluate import main as eval_main
+    except ImportError as exc:
+        raise StreamvidError(f"streamvid eval needs the benchmark package ({exc.name} is not installed): "
+                             "pip install 'streamvid[bench]'") from exc
+    return eval_main(args.rest)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from streamvid.config import PRESETS
 
@@ -451,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmark suite (see docs/BENCHMARKS.md); --help for its options",
                        add_help=False)
     p.set_defaults(func=cmd_bench, parser=p, debug=False)
+    p = sub.add_parser("eval", help="question-answering evaluation on generated videos, with baselines "
+                       "(see docs/EVAL.md); --help for its options", add_help=False)
+    p.set_defaults(func=cmd_eval, parser=p, debug=False)
 
     p = sub.add_parser("presets", help="list presets")
     p.add_argument("--json", action="store_true")
@@ -470,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and getattr(args, "command", None) != "bench":
+    if rest and getattr(args, "command", None) not in ("bench", "eval"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     if not getattr(args, "command", None):

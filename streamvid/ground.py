@@ -44,6 +44,7 @@ cut cuts count number total object objects shape shapes circle circles ball ball
 people person persons face faces man men woman women someone anyone everyone somebody anybody human humans
 ago now currently moment seconds second minutes minute hours hour s sec secs min mins frame frames
 mostly main dominant overall kind type whole part going on tell describe please then again ever exactly roughly
+right currently presently showing shows visible seeing looking look playing
 about around near approximately did does between both either neither other others same different new old
 """.split())
 _ORDINALS = {"first": 0, "earliest": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4,
@@ -144,22 +145,30 @@ def _ordinal(q: str) -> int | None:
 def _quoted_or_caps(question: str) -> list[str]:
     """Text the question names: quoted ('…', "…") or written in capitals (two letters or more)."""
     quoted = re.findall(r"['\"“‘]([^'\"”’]+)['\"”’]", question)
-    caps = re.findall(r"\b[A-Z][A-Z0-9]+(?:\s+[A-Z][A-Z0-9]+)*\b", question)
+    caps = re.findall(r"\b[A-Z][A-Z0-9]+(?:\s+(?:[A-Z][A-Z0-9]*|\d+))*\b", question)
     return [q for q in quoted + caps if q.strip() and q.strip() != "I"]
 
 
+def _squash(text: str) -> str:
+    """Letters and digits only: OCR may drop or add a space ("PLATFORM3")."""
+    return "".join(re.findall(r"[a-z0-9]+", text.casefold()))
+
+
 def _find_text(name: str, texts: list[tuple[str, float, float]]) -> tuple[str, float, float] | None:
-    key = _norm(name)
+    key = _squash(name)
     if not key:
         return None
     for entry in texts:
-        if key == _norm(entry[0]):
+        if key == _squash(entry[0]):
             return entry
     for entry in texts:
-        k2 = _norm(entry[0])
-        if key in k2 or k2 in key:
+        k2 = _squash(entry[0])
+        if len(min(key, k2, key=len)) >= 3 and (key in k2 or k2 in key):
             return entry
     return None
+
+
+_NOW = re.compile(r"\b(right now|now|currently|at the moment|at present)\b")
 
 
 def unknown_words(question: str, seen: Sequence[Seen]) -> list[str]:
@@ -171,8 +180,10 @@ def unknown_words(question: str, seen: Sequence[Seen]) -> list[str]:
     for s in seen:
         for line in s.texts:
             known.update(_norm(line).split())
+    squashed = [_squash(line) for s in seen for line in s.texts]
     words = re.findall(r"[a-z][a-z']*", question.casefold())
-    return [w for w in words if w not in known and w.rstrip("s") not in known and not w.endswith("ly")]
+    return [w for w in words if w not in known and w.rstrip("s") not in known and not w.endswith("ly")
+            and not (len(w) >= 3 and any(w in t for t in squashed))]
 
 
 def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], now: float) -> Grounded | None:
@@ -253,7 +264,15 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
             return Grounded(NOT_SEEN, abstained=True)
         if is_greyscale(seen):
             return Grounded(NO_COLOUR, [(seen[0].t, seen[-1].t)])
-        chosen = _shots_for(q, shots, time_range, plan.relation, plan)
+        target = _target_text(named, q, texts)
+        if named and target is None:
+            return Grounded(NOT_SEEN, abstained=True)
+        if target is not None:
+            chosen = [sh for sh in shots if sh.t_start <= target[1] <= sh.t_end + 1.0][:1]
+        elif _NOW.search(q):
+            chosen = shots[-1:]
+        else:
+            chosen = _shots_for(q, shots, time_range, plan.relation, plan)
         if not chosen:
             return Grounded(NOT_SEEN, abstained=True)
         names = []
@@ -296,6 +315,14 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
             if hit is None:
                 return Grounded(f"No, {NOT_SEEN[0].lower()}{NOT_SEEN[1:]}", abstained=True)
             return Grounded(f"Yes, '{hit[0]}' appeared at {clock(hit[1])}.", [(hit[1], hit[2])])
+        if _NOW.search(q) and seen:
+            latest = seen[-1].t
+            current = [tx for tx in texts if tx[2] >= latest - 1e-6]
+            if not current:
+                return Grounded("There is no text on screen right now.", [(latest, latest)])
+            listed = ", ".join(f"'{tx[0]}'" for tx in current)
+            return Grounded(f"The text on screen now is {listed} (since {clock(current[0][1])}).",
+                            [(tx[1], tx[2]) for tx in current])
         candidates = [tx for tx in texts if _in_range(tx[1], time_range) or
                       (time_range is not None and tx[1] <= time_range[0] <= tx[2])]
         if plan.relation == "after" and plan.anchor is not None:

@@ -57,4 +57,27 @@ class TextReader:
             box = np.asarray(points, dtype=np.float32) / scale
             boxes.append(TextBox(text=text, box=box, confidence=float(score)))
         boxes.sort(key=lambda b: (round(float(b.box[:, 1].min()) / 16), float(b.box[:, 0].min())))
-        return boxes
+        return merge_lines(boxes)
+
+
+def merge_lines(boxes: list[TextBox], max_gap: float = 1.0) -> list[TextBox]:
+    """Join boxes the detector split within one line of text: consecutive boxes (reading order) whose
+    vertical extents overlap by at least half and whose horizontal gap is under ``max_gap`` × the line
+    height ("ZONE" + "B" → "ZONE B"). The joined box is the union's rectangle; its confidence the lower."""
+    out: list[TextBox] = []
+    for b in boxes:
+        if out:
+            a = out[-1]
+            ay0, ay1 = float(a.box[:, 1].min()), float(a.box[:, 1].max())
+            by0, by1 = float(b.box[:, 1].min()), float(b.box[:, 1].max())
+            height = max(1.0, min(ay1 - ay0, by1 - by0))
+            overlap = min(ay1, by1) - max(ay0, by0)
+            gap = float(b.box[:, 0].min()) - float(a.box[:, 0].max())
+            if overlap >= 0.5 * height and -0.5 * height <= gap <= max_gap * height:
+                x0, y0 = min(a.box[:, 0].min(), b.box[:, 0].min()), min(ay0, by0)
+                x1, y1 = max(a.box[:, 0].max(), b.box[:, 0].max()), max(ay1, by1)
+                rect = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+                out[-1] = TextBox(f"{a.text} {b.text}", rect, min(a.confidence, b.confidence))
+                continue
+        out.append(b)
+    return out
