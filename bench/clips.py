@@ -40,7 +40,7 @@ class Scene:
 
     colour:  the scene's dominant colour name (a key of COLOURS)
     motion:  "static" | "pan" (the camera slides across a texture wider than the frame) |
-             "drift" (lighting rises and falls slowly)
+             "drift" (lighting rises and falls by 15 % over the scene)
     enter:   how the scene starts: "cut", "fade" (cross-fade over ``fade_s``) or "black" (fade through black)
     """
 
@@ -110,7 +110,7 @@ def _scene_image(scene: Scene, clip: Clip, t: float) -> np.ndarray:
         return tex[:, x:x + clip.width].copy()
     img = tex.copy()
     if scene.motion == "drift":
-        gain = 1.0 + 0.25 * math.sin(2 * math.pi * u)
+        gain = 1.0 + 0.15 * math.sin(2 * math.pi * u)
         img = np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
     return img
 

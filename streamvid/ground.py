@@ -30,29 +30,31 @@ NO_COLOUR = "The video has no colour, so I cannot tell."
 WEAK = 0.5  # a perception below this confidence is reported as uncertain
 
 # Words any question may use without naming something that must have been seen.
-_FUNCTION_WORDS = frozenset("""
-a an the of in on at to by for from with into onto over under and or but if then than so as is are was were be been
-being do does did done have has had having what which who whom whose when where why how many much long time times
-that this these those there here it its it's i me my you your we our they them their he she his her any some all
-each every no not only just also very more most less least first last second third fourth fifth final earliest
-latest next previous before after during while until since start beginning end middle video clip stream film
-see saw seen show shown showed appear appeared appears appearing visible present happen happened happens
+_FUNCTION_WORD_LIST = """
+a an the of in on at to by for from with into onto over under and or but if then than so as is are was were be
+been being do does did done have has had having what which who whom whose when where why how many much long time
+times that this these those there here it its it's i me my you your we our they them their he she his her any
+some all each every no not only just also very more most less least first last second third fourth fifth final
+earliest latest next previous before after during while until since start beginning end middle video clip stream
+film see saw seen show shown showed appear appeared appears appearing visible present happen happened happens
 happening come came change changed changes changing become became read say said says written write wrote display
 displayed displaying shown text texts word words sign signs caption captions title titles label labels screen
 on-screen onscreen message messages colour colours color colors background backgrounds scene scenes shot shots
-cut cuts count number total object objects shape shapes circle circles ball balls dot dots disc discs thing things
-people person persons face faces man men woman women someone anyone everyone somebody anybody human humans
-ago now currently moment seconds second minutes minute hours hour s sec secs min mins frame frames
-mostly main dominant overall kind type whole part going on tell describe please then again ever exactly roughly
-right currently presently showing shows visible seeing looking look playing
-about around near approximately did does between both either neither other others same different new old
-""".split())
+cut cuts count number total object objects shape shapes circle circles ball balls dot dots disc discs thing
+things people person persons face faces man men woman women someone anyone everyone somebody anybody human
+humans ago now currently moment seconds second minutes minute hours hour s sec secs min mins frame frames mostly
+main dominant overall kind type whole part going on tell describe please then again ever exactly roughly right
+currently presently showing shows visible seeing looking look playing about around near approximately did does
+between both either neither other others same different new old
+"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORD_LIST.split())
 _ORDINALS = {"first": 0, "earliest": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4,
              "last": -1, "final": -1, "latest": -1, "most recent": -1}
 _OBJECT_WORDS = {"object", "objects", "shape", "shapes", "circle", "circles", "ball", "balls", "dot", "dots",
                  "disc", "discs", "thing", "things"}
 _PEOPLE_WORDS = {"people", "person", "persons", "man", "men", "woman", "women", "human", "humans", "someone"}
-_TEXT_WORDS = r"text|texts|word|words|sign|signs|caption|captions|title|titles|label|labels|message|messages|written|say|said|says|read"
+_TEXT_WORDS = (r"text|texts|word|words|sign|signs|caption|captions|title|titles|label|labels|message|messages|"
+               r"written|say|said|says|read")
 
 
 @dataclass(frozen=True)
@@ -177,11 +179,16 @@ def unknown_words(question: str, seen: Sequence[Seen]) -> list[str]:
     What remains after removing function words, time words, colour names, numbers and the words of
     the text that was read: e.g. "dog" in "what did the dog do?"."""
     known = set(_FUNCTION_WORDS) | set(COLOUR_NAMES) | {"gray", "colored", "coloured", "black", "white"}
-    for s in seen:
-        for line in s.texts:
-            known.update(_norm(line).split())
-    squashed = [_squash(line) for s in seen for line in s.texts]
     words = re.findall(r"[a-z][a-z']*", question.casefold())
+    asked = set(words)
+    lines = {line for s in seen for line in s.texts}
+    # Read text counts as named only when the question holds all of its words ("open door"), or the
+    # line's squashed form: "car" alone does not name the text 'RED CAR'.
+    named = [line for line in lines if set(_norm(line).split()) - {w for w in _norm(line).split() if w.isdigit()}
+             <= asked or _squash(line) in _squash(question)]
+    for line in named:
+        known.update(_norm(line).split())
+    squashed = [_squash(line) for line in named]
     return [w for w in words if w not in known and w.rstrip("s") not in known and not w.endswith("ly")
             and not (len(w) >= 3 and any(w in t for t in squashed))]
 
@@ -214,7 +221,8 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
 
     # ---- counts --------------------------------------------------------------------------------
     m = re.search(r"\bhow many\s+(?:\w+\s+){0,2}?(scene changes|scene cuts|cuts|changes of scene|scenes|shots|"
-                  r"different scenes|objects|shapes|circles|balls|dots|discs|things|people|persons|men|women|faces)\b", q)
+                  r"different scenes|objects|shapes|circles|balls|dots|discs|things|people|persons|men|women|"
+                  r"faces)\b", q)
     if m and not unknown:
         what = m.group(1)
         if what in ("scenes", "shots", "different scenes"):
@@ -295,10 +303,9 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
             for sh in shots:
                 if shot_colour(seen, sh.t_start, sh.t_end) == colour:
                     return Grounded(f"The {colour} scene started at {clock(sh.t_start)}.", [(sh.t_start, sh.t_end)])
-        if re.search(r"\b(scene|cut|change)", q) and not unknown and not named:
-            if len(shots) > 1:
-                return Grounded("The scene changed at " + ", ".join(clock(sh.t_start) for sh in shots[1:]) + ".",
-                                [(sh.t_start, sh.t_start) for sh in shots[1:]])
+        if re.search(r"\b(scene|cut|change)", q) and not unknown and not named and len(shots) > 1:
+            return Grounded("The scene changed at " + ", ".join(clock(sh.t_start) for sh in shots[1:]) + ".",
+                            [(sh.t_start, sh.t_start) for sh in shots[1:]])
         return Grounded(NOT_SEEN, abstained=True)
 
     # ---- what changed --------------------------------------------------------------------------
@@ -323,6 +330,13 @@ def ground_answer(question: str, seen: Sequence[Seen], shots: Sequence[Shot], no
             listed = ", ".join(f"'{tx[0]}'" for tx in current)
             return Grounded(f"The text on screen now is {listed} (since {clock(current[0][1])}).",
                             [(tx[1], tx[2]) for tx in current])
+        point = _clock_point(plan)
+        if point is not None and texts:
+            at = [tx for tx in texts if tx[1] - 1.0 <= point <= tx[2] + 1.0]
+            if not at:
+                return Grounded(f"I did not see any text at {clock(point)}.", [(point, point)])
+            listed = ", ".join(f"'{tx[0]}'" for tx in at)
+            return Grounded(f"At {clock(point)} the text {listed} was on screen.", [(tx[1], tx[2]) for tx in at])
         candidates = [tx for tx in texts if _in_range(tx[1], time_range) or
                       (time_range is not None and tx[1] <= time_range[0] <= tx[2])]
         if plan.relation == "after" and plan.anchor is not None:

@@ -147,6 +147,12 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * max(float(np.abs(a[:n] - b[:n]).sum()), float(np.abs(a[n:] - b[n:]).sum()))
 
 
+def grey_thumbnail(rgb: np.ndarray, side: int = 32) -> np.ndarray:
+    """float32 [side, side] grey levels 0–255 of an RGB frame."""
+    small = cv2.resize(np.ascontiguousarray(rgb), (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
 def is_dark(rgb: np.ndarray, level: float = 24.0) -> bool:
     """Almost black (a fade's middle): mean and 95th-percentile grey level both low."""
     grey = cv2.cvtColor(cv2.resize(np.ascontiguousarray(rgb), (SHOT_SIDE, SHOT_SIDE),
@@ -164,6 +170,10 @@ class ShotDetector:
     ``hard`` (a plain cut), or at least ``threshold`` and ``ratio`` times the recent frame-to-frame
     changes (mean of the last ``window``): lighting drift and pans move the histogram a little on every
     frame, so they raise that mean and do not cut, while a cut in a steady shot stands out.
+    A second signal catches cuts between shots of alike colours (greyscale footage): the pixel
+    content change from the previous frame (mean absolute grey difference, 0–1) at least
+    ``content`` and ``ratio`` + 1 times its recent mean, with the histogram score at least a quarter of
+    ``threshold``: a content spike in a steady shot, while a pan changes the content on every frame.
     After a cut the detector is *in a transition* until the histogram settles (frame-to-frame distance
     below ``settle``, frame not dark): a fade, which changes over several frames or passes through
     black, splits once.
@@ -172,7 +182,7 @@ class ShotDetector:
     """
 
     def __init__(self, *, threshold: float = 0.3, hard: float = 0.6, ratio: float = 3.0, drift: float = 0.5,
-                 settle: float = 0.08, window: int = 8, max_transition: int = 16) -> None:
+                 settle: float = 0.08, window: int = 8, max_transition: int = 16, content: float = 0.04) -> None:
         if not 0.0 < threshold <= hard <= 1.0:
             raise ValueError(f"need 0 < threshold <= hard <= 1, got {threshold}, {hard}")
         if not 0.0 < drift <= 1.0:
@@ -183,7 +193,10 @@ class ShotDetector:
         self.drift = drift
         self.settle = settle
         self.max_transition = max_transition
+        self.content = content
         self._steps: deque[float] = deque(maxlen=max(1, window))
+        self._contents: deque[float] = deque(maxlen=max(1, window))
+        self._prev_grey: np.ndarray | None = None
         self._ref: np.ndarray | None = None
         self._prev: np.ndarray | None = None
         self._transition = 0  # frames spent in the current transition; 0 = settled
@@ -196,32 +209,40 @@ class ShotDetector:
     def update(self, rgb: np.ndarray) -> bool:
         """Feed one frame [H, W, 3] uint8; True when it starts a new shot."""
         hist = shot_histogram(rgb)
+        grey = grey_thumbnail(rgb)
         if self._ref is None:
             self._ref = self._prev = hist
+            self._prev_grey = grey
             self.score = 0.0
             return False
         step = histogram_distance(hist, self._prev)
+        change = float(np.abs(grey - self._prev_grey).mean()) / 255.0
         self.score = histogram_distance(hist, self._ref)
-        self._prev = hist
+        self._prev, self._prev_grey = hist, grey
         if self._transition:
             self._transition += 1
             self._ref = hist
             if (step < self.settle and not is_dark(rgb)) or self._transition > self.max_transition:
                 self._transition = 0
                 self._steps.clear()
+                self._contents.clear()
             return False
         busy = max(0.02, float(np.mean(self._steps))) if self._steps else 0.02
-        if self.score >= self.hard or (self.score >= self.threshold and self.score >= self.ratio * busy):
+        moving = max(0.01, float(np.mean(self._contents))) if self._contents else 0.01
+        if self.score >= self.hard or (self.score >= self.threshold and self.score >= self.ratio * busy) or \
+                (change >= self.content and change >= (self.ratio + 1) * moving and self.score >= self.threshold / 4):
             self._ref = hist
             self._transition = 1  # settled or not, the next frame tells
             return True
         self._steps.append(step)
+        self._contents.append(change)
         self._ref = (1.0 - self.drift) * self._ref + self.drift * hist
         return False
 
     def reset(self) -> None:
         """Forget the reference (a new source)."""
-        self._ref = self._prev = None
+        self._ref = self._prev = self._prev_grey = None
         self._steps.clear()
+        self._contents.clear()
         self._transition = 0
         self.score = 0.0

@@ -29,7 +29,7 @@ from streamvid.prompt import PromptBlock
 from streamvid.segment import ShotDetector
 from streamvid.types import Event, Frame, FrameTokens, format_span
 
-GATE_SIDE = 32
+GATE_SIDE = 64
 LOCAL_CHANGE = 12.0  # grey levels: a cell of the gate thumbnail changing this much keeps the frame
 RELEVANT_FRACTION = 0.8
 SYSTEM_PROMPT = (

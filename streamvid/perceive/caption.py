@@ -57,8 +57,8 @@ def caption_event(perceptions: Sequence[FramePerception]) -> str:
     """E.g. "two people walking left; one face visible; the text 'EXIT' on screen; mostly grey."
 
     People, faces and objects are the most seen in any one frame (people and faces said "possibly"
-    when no detection reached the WEAK confidence); greyscale frames give no colour; text lines that repeat across frames are
-    given once, in order of first appearance. Deterministic for the same perceptions.
+    when no detection reached the WEAK confidence); greyscale frames give no colour; text lines that
+    repeat across frames are given once, in order of first appearance. Deterministic for the same perceptions.
     """
     if not perceptions:
         return ""

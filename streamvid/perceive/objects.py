@@ -7,6 +7,8 @@ letters of on-screen text, are not compact and do not count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -15,8 +17,9 @@ from streamvid.perceive._cv import check_rgb
 WORK_SIDE = 160
 
 
-def count_objects(rgb: np.ndarray, ignore: list[np.ndarray] = (), min_distance: float = 80.0, min_area: float = 0.002, max_area: float = 0.2,
-                  min_solidity: float = 0.85, min_extent: float = 0.6) -> int:
+def count_objects(rgb: np.ndarray, ignore: Sequence[np.ndarray] = (), min_distance: float = 80.0,
+                  min_area: float = 0.002, max_area: float = 0.2, min_solidity: float = 0.85,
+                  min_extent: float = 0.6) -> int:
     """Objects in an H×W×3 uint8 frame: connected foreground parts covering ``min_area``–``max_area`` of
     the frame, with solidity (area / convex hull area) ≥ ``min_solidity``, extent (area / bounding-box
     area) ≥ ``min_extent`` and aspect ratio within 1:2. ``ignore``: [4, 2] corner boxes (x, y) in the
