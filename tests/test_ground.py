@@ -134,7 +134,8 @@ def offline_pipeline():
 
 
 def test_offline_gate_keeps_text_appearing_on_a_plain_background(offline_pipeline):
-    from streamvid.offline import gate_thumbnail, pixel_similarity
+    from streamvid.compress.pregate import gate_thumbnail
+    from streamvid.offline import pixel_similarity
     from streamvid.pipeline import KeptFrame
     from streamvid.types import Frame
 

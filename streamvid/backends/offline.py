@@ -16,11 +16,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models
+from streamvid.compress.pregate import Change, PreGate, gate_thumbnail
 from streamvid.config import AgentConfig
 from streamvid.generation import GenerationOptions
 from streamvid.ground import Grounded, Seen, Shot, ground_answer
@@ -29,8 +29,6 @@ from streamvid.prompt import PromptBlock
 from streamvid.segment import ShotDetector
 from streamvid.types import Event, Frame, FrameTokens, format_span
 
-GATE_SIDE = 64
-LOCAL_CHANGE = 12.0  # grey levels: a cell of the gate thumbnail changing this much keeps the frame
 RELEVANT_FRACTION = 0.8
 SYSTEM_PROMPT = (
     "You answer questions about a video using notes of what was seen in it. Each note starts with its "
@@ -38,22 +36,9 @@ SYSTEM_PROMPT = (
 )
 
 
-def gate_thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """A tiny float32 copy of a frame for the duplicate gate."""
-    return cv2.resize(rgb, (GATE_SIDE, GATE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
 def pixel_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """1 − mean absolute difference / 255 of two gate thumbnails: 1.0 for identical frames."""
+    """1 − mean absolute difference / 255 of two pre-gate thumbnails: 1.0 for identical frames."""
     return 1.0 - float(np.abs(a - b).mean()) / 255.0
-
-
-def local_change(a: np.ndarray, b: np.ndarray, block: int = 4) -> float:
-    """The largest mean absolute difference (grey levels) over ``block``×``block`` cells of two gate
-    thumbnails, less the median cell's (the frame's noise): high when something small appeared."""
-    side = a.shape[0] // block
-    cells = np.abs(a - b)[: side * block, : side * block].reshape(side, block, side, block, -1).mean(axis=(1, 3, 4))
-    return float(cells.max() - np.median(cells))
 
 
 class OfflinePipeline:
@@ -71,6 +56,7 @@ class OfflinePipeline:
         self._last_gate: np.ndarray | None = None
         self._last_rgb: np.ndarray | None = None
         self.shots = ShotDetector()
+        self.pregate = PreGate() if getattr(config, "pregate", True) else None
         self.frames_in = 0
         self.frames_kept = 0
 
@@ -87,10 +73,14 @@ class OfflinePipeline:
                 # Events are shots here: the key is a caption's embedding, and a caption's wording moves
                 # with small things (a colour share, a motion word), so its surprise alone does not split.
                 hold = not cut
+                # The block-wise pre-gate keeps what is new however small (LOCAL) and drops what did not
+                # change (SAME); a global change is kept unless the frame is still a near-duplicate.
                 small = gate_thumbnail(frame.rgb)
-                if not cut and self._last_gate is not None and \
-                        pixel_similarity(small, self._last_gate) >= self.config.tau_dup and \
-                        local_change(small, self._last_gate) < LOCAL_CHANGE:
+                verdict = self.pregate.check_thumbnail(small) if self.pregate is not None else Change.GLOBAL
+                duplicate = verdict is Change.SAME or (
+                    verdict is Change.GLOBAL and self._last_gate is not None
+                    and pixel_similarity(small, self._last_gate) >= self.config.tau_dup)
+                if not cut and duplicate:
                     add_dropped(steps, frame.t)
                     with self._lock:
                         if self.perceptions:
