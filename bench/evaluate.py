@@ -95,10 +95,11 @@ def make_suite(seed: int = 0, n_clips: int = 6, scene_s: float = 10.0, scenes: i
         overlays = []
         text_scenes = (0, 1, 3)
         for j, i in enumerate(text_scenes):
-            t0 = i * scene_s + 3.0 + float(rng.integers(0, 2))
-            overlays.append(Overlay(t0, t0 + 4.0, text=words[j]))
+            t0 = i * scene_s + round((0.3 + 0.1 * float(rng.integers(0, 2))) * scene_s)
+            overlays.append(Overlay(t0, t0 + round(0.4 * scene_s), text=words[j]))
         n_discs = int(rng.integers(2, 6))
-        overlays.append(Overlay(2 * scene_s + 3.0, 2 * scene_s + 8.0, count=n_discs, colour="white"))
+        overlays.append(Overlay(2 * scene_s + round(0.3 * scene_s), 2 * scene_s + round(0.8 * scene_s),
+                                count=n_discs, colour="white"))
         clip = Clip(f"clip{k}-{style}", tuple(sc), tuple(overlays), grey=style == "grey")
         out.append(EvalClip(clip, _questions(clip, rng, words[:3], n_discs)))
     return out
@@ -149,7 +150,7 @@ def _questions(clip: Clip, rng: np.random.Generator, texts: list[str], n_discs: 
                        depth_s=end - ov[2].t_start))
     # Real time: asked while the stream runs, about now and about the past so far.
     o1 = ov[1]
-    t_ask = o1.t_start + 2.0
+    t_ask = o1.t_start + min(2.0, 0.5 * (o1.t_end - o1.t_start))
     qs.append(Question("realtime", "What text is on screen right now?", "choice", o1.text,
                        (ov[0].text, ov[2].text), at=t_ask))
     qs.append(Question("realtime", "What text appeared last?", "choice", o1.text, (ov[0].text, ov[2].text),
@@ -409,7 +410,8 @@ def plot(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def run_eval(preset: str = "offline", *, seed: int = 0, clips: int = 6, uniform_n: int = 8, out: str | Path,
+def run_eval(preset: str = "offline", *, seed: int = 0, clips: int = 6, scene_s: float = 10.0, uniform_n: int = 8,
+             out: str | Path,
              command: str = "", progress: Callable[[str], None] | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the suite for one preset; writes results.json, results.md and accuracy.png under ``out``."""
     from streamvid_bench.report import machine_info
@@ -419,7 +421,7 @@ def run_eval(preset: str = "offline", *, seed: int = 0, clips: int = 6, uniform_
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    suite = make_suite(seed, clips)
+    suite = make_suite(seed, clips, scene_s=scene_s)
     fps = preset_config(preset, **overrides).fps
 
     def make_agent():
@@ -454,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--preset", default="offline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips", type=int, default=6, help="number of generated clips (default 6)")
+    p.add_argument("--scene-seconds", type=float, default=10.0, help="length of each generated scene")
     p.add_argument("--uniform", type=int, default=8, help="frames for the uniform-sampling baseline")
     p.add_argument("--out", default=None, help="output folder (default eval-out/<preset>-<time>)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -461,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = args.out or f"eval-out/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = "streamvid eval " + " ".join(argv if argv is not None else sys.argv[1:])
-    results = run_eval(args.preset, seed=args.seed, clips=args.clips, uniform_n=args.uniform, out=out,
+    results = run_eval(args.preset, seed=args.seed, clips=args.clips, scene_s=args.scene_seconds,
+                       uniform_n=args.uniform, out=out,
                        command=command.strip(), progress=None if args.json else (lambda s: print(s, flush=True)))
     if args.json:
         print(json.dumps(results["summary"], default=float))
