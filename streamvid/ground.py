@@ -174,7 +174,7 @@ _NOW = re.compile(r"\b(right now|now|currently|at the moment|at present)\b")
 
 
 def unknown_words(question: str, seen: Sequence[Seen]) -> list[str]:
-    """Content words of the question that name nothing perception can see or has read.
+    """Content words of the question that name nothing perception can see or has read (nouns, mostly).
 
     What remains after removing function words, time words, colour names, numbers and the words of
     the text that was read: e.g. "dog" in "what did the dog do?"."""
@@ -189,7 +189,8 @@ def unknown_words(question: str, seen: Sequence[Seen]) -> list[str]:
     for line in named:
         known.update(_norm(line).split())
     squashed = [_squash(line) for line in named]
-    return [w for w in words if w not in known and w.rstrip("s") not in known and not w.endswith("ly")
+    # Adverbs (-ly) and present participles (-ing: "walking", "moving") describe, they name nothing.
+    return [w for w in words if w not in known and w.rstrip("s") not in known and not w.endswith(("ly", "ing"))
             and not (len(w) >= 3 and any(w in t for t in squashed))]
 
 

@@ -129,7 +129,9 @@ def test_perceive_frame_reports_every_stage(perceiver):
     second = perceiver.perceive(vtest_frame(200), prev_rgb=vtest_frame(150))
     assert set(second.timings) == set(STAGES) and all(v >= 0 for v in second.timings.values())
     assert second.motion is not None and second.motion.amount > 0
-    assert second.colours and second.people
+    assert second.people
+    assert second.grey and second.colours == []  # vtest.avi is greyscale: no colour names
+    assert not first.grey and first.colours
 
 
 def test_perceive_rejects_bad_frames(perceiver):

@@ -85,8 +85,13 @@ class Perceiver:
         texts = timed("ocr", self.text_reader.read, rgb)
         people = timed("people", self.people_detector.detect, rgb)
         faces = timed("faces", self.face_detector.detect, rgb)
-        grey = is_greyscale(rgb)
-        colours = [] if grey else timed("colour", dominant_colours, rgb)
+        grey = timed("colour", is_greyscale, rgb)
+        if not grey:
+            start = time.perf_counter()
+            colours = dominant_colours(rgb)
+            timings["colour"] += (time.perf_counter() - start) * 1e3
+        else:
+            colours = []
         objects = timed("objects", count_objects, rgb, [b.box for b in texts])
         motion = timed("motion", estimate_motion, rgb, prev_rgb) if prev_rgb is not None else None
         return FramePerception(texts, people, faces, colours, motion, timings, t, objects=objects, grey=grey)
