@@ -424,18 +424,23 @@ def run_eval(preset: str = "offline", *, seed: int = 0, clips: int = 6, scene_s:
     suite = make_suite(seed, clips, scene_s=scene_s)
     fps = preset_config(preset, **overrides).fps
 
-    def make_agent():
-        return streamvid.StreamAgent.from_preset(preset, **overrides)
-
     start = time.perf_counter()
+    base = streamvid.StreamAgent.from_preset(preset, **overrides)  # loads the models once; agents share them
+
+    def make_agent():
+        return base.sharing_models()
+
     rows: list[dict] = []
     bounds: list[dict] = []
-    for i, ec in enumerate(suite):
-        if progress:
-            progress(f"clip {i + 1}/{len(suite)}: {ec.clip.name} ({len(ec.questions)} questions)")
-        res = run_clip(ec, make_agent, fps, out / "clips", uniform_n)
-        rows += res["rows"]
-        bounds.append(res["boundaries"])
+    try:
+        for i, ec in enumerate(suite):
+            if progress:
+                progress(f"clip {i + 1}/{len(suite)}: {ec.clip.name} ({len(ec.questions)} questions)")
+            res = run_clip(ec, make_agent, fps, out / "clips", uniform_n)
+            rows += res["rows"]
+            bounds.append(res["boundaries"])
+    finally:
+        base.close()
     results = {"preset": preset, "seed": seed, "clips": len(suite), "uniform_n": uniform_n, "command": command,
                "questions": sum(1 for r in rows if r["method"] == "memory"),
                "machine": machine_info(), "summary": summarise(rows, bounds), "rows": rows,

@@ -122,9 +122,9 @@ def _plain(t: float, text: bool, circle_x: int | None = None):
 
 @pytest.fixture(scope="module")
 def offline_pipeline():
+    from streamvid.backends.offline import OfflinePipeline
     from streamvid.config import preset_config
     from streamvid.encoders import TextEmbedder
-    from streamvid.offline import OfflinePipeline
     from streamvid.perceive import Perceiver
 
     def make():
@@ -134,8 +134,8 @@ def offline_pipeline():
 
 
 def test_offline_gate_keeps_text_appearing_on_a_plain_background(offline_pipeline):
+    from streamvid.backends.offline import pixel_similarity
     from streamvid.compress.pregate import gate_thumbnail
-    from streamvid.offline import pixel_similarity
     from streamvid.pipeline import KeptFrame
     from streamvid.types import Frame
 
