@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamvid.backends import AnswerContext, Backend, GenerationOptions, make_backend
+from streamvid.backends import AnswerContext, AnswerRun, Backend, GenerationOptions, make_backend
 from streamvid.config import AgentConfig, check_device_available, check_generation, preset_config
 from streamvid.errors import ConfigError, MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
@@ -34,7 +34,7 @@ from streamvid.pipeline import DroppedRun, StagedRun, steps_frames
 from streamvid.prompt import PromptBlock
 from streamvid.retrieve import gather
 from streamvid.sources import FrameSource, PushSource, open_source
-from streamvid.types import Answer, Caption, Citation, Event, Frame
+from streamvid.types import NOT_SEEN, Answer, Caption, Citation, Event, Frame
 
 MAX_QUESTION_CHARS = 2000
 log = logging.getLogger("streamvid.agent")
@@ -487,8 +487,8 @@ class StreamAgent:
         check_generation(max_new_tokens, temperature, top_p)
         t0 = time.perf_counter()
         snap = self.memory.snapshot()
-        _, blocks, used = gather(snap, q, budget=self.config.read_tokens, k=self.config.search_k,
-                                 previous=dialogue.last_times or None, query=self.backend.query_tokens(q))
+        plan, blocks, used = gather(snap, q, budget=self.config.read_tokens, k=self.config.search_k,
+                                    previous=dialogue.last_times or None, query=self.backend.query_tokens(q))
         retrieval_ms = (time.perf_counter() - t0) * 1000.0
         citations = citations_for(blocks, snap)
         context = AnswerContext(blocks=blocks, question=q, history=dialogue.history(),
@@ -497,7 +497,11 @@ class StreamAgent:
                                 scores={e.id: float(score) for e, score in used})
         options = GenerationOptions(max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
                                     temperature=temperature, top_p=top_p, seed=self.config.seed)
-        run = self.backend.answer(context, options)
+        if self.config.abstain_below is not None and plan.content and not plan.about_now and \
+                max((score for _, score in used), default=0.0) < self.config.abstain_below:
+            run = AnswerRun(pieces=iter([NOT_SEEN]), timings=lambda: {"ttft_ms": 0.0, "abstained": 1.0}, spans=[])
+        else:
+            run = self.backend.answer(context, options)
         result = AnswerStream(pieces=iter(()), citations=citations)
 
         def pieces() -> Iterator[str]:

@@ -180,6 +180,9 @@ class AgentConfig:
     read_tokens: int = 1024  # token budget of the assembled prompt
     search_k: int = 5
     max_new_tokens: int = 128
+    # "I did not see that." without generating when the question has searchable content and no retrieved
+    # event scores at least this (semantic × temporal relevance); None: always generate.
+    abstain_below: float | None = None
 
     # Captions (one per closed event, from its stored tokens).
     captions: bool = True
@@ -251,13 +254,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                     read_tokens=64, search_k=5, max_new_tokens=64),
     # dtype auto: bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX: 2.3× the tower's speed), else fp32
     "smolvlm2-500m": dict(model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", clip_model="ViT-B-32",
-                          clip_pretrained="laion2b_s34b_b79k", dtype="auto"),
+                          clip_pretrained="laion2b_s34b_b79k", dtype="auto", abstain_below=0.2),
     "qwen2.5-vl-3b": dict(model="Qwen/Qwen2.5-VL-3B-Instruct", clip_model="ViT-B-16",
-                          clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16"),
+                          clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16", abstain_below=0.2),
     "qwen2.5-vl-7b": dict(model="Qwen/Qwen2.5-VL-7B-Instruct", clip_model="ViT-B-16",
-                          clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16"),
+                          clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16", abstain_below=0.2),
     "llava-ov-7b": dict(model="llava-hf/llava-onevision-qwen2-7b-ov-hf", clip_model="ViT-B-16",
-                        clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16"),
+                        clip_pretrained="laion2b_s34b_b88k", dtype="bfloat16", abstain_below=0.2),
 }
 
 

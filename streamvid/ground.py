@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from streamvid.perceive.caption import count_phrase
 from streamvid.perceive.colour import COLOUR_NAMES
 from streamvid.retrieve import parse_clock, plan_query
-from streamvid.types import format_span
+from streamvid.types import NOT_SEEN, format_span
 
-NOT_SEEN = "I did not see that."
 NO_COLOUR = "The video has no colour, so I cannot tell."
 WEAK = 0.5  # a perception below this confidence is reported as uncertain
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -57,6 +58,8 @@ class QueryPlan:
     relation:   "before" / "after" for questions relative to something or to a previous answer
     anchor:     the <something> of "before/after <something>" (None for follow-ups)
     phrase:     the time phrase found in the question, as written
+    order:      "first" / "last" when the question asks for the earliest / latest match ("what text
+                appeared last?", "when did X first appear?", "when did X appear?"): event times rank
     """
 
     question: str
@@ -66,6 +69,7 @@ class QueryPlan:
     relation: str | None = None
     anchor: str | None = None
     phrase: str | None = None
+    order: str | None = None
 
 
 def _amount(num: str, unit: str) -> float:
@@ -100,7 +104,35 @@ def _clean(text: str) -> str:
     return text
 
 
-def plan_query(question: str, now: float, *, previous: Sequence[tuple[float, float]] | None = None,
+_FIRST = re.compile(r"\b(first|earliest|initially|originally)\b|^\s*when\s+(?:did|was|were)\b.*\b(appear|show|start|"
+                    r"begin|enter|arrive|come)", re.IGNORECASE)
+_LAST = re.compile(r"\b(last|latest|final|finally|most recent(?:ly)?)\b", re.IGNORECASE)
+_ORDER_WORDS = re.compile(r"\b(first|earliest|initially|originally|last|latest|final|finally|most recent(?:ly)?)\b",
+                          re.IGNORECASE)
+
+
+def question_order(question: str) -> str | None:
+    """"first" / "last" for questions about the earliest / latest occurrence, else None. "In the last
+    5 minutes" is a time range, not an order: the caller checks the time phrase first."""
+    if _LAST.search(question):
+        return "last"
+    if _FIRST.search(question):
+        return "first"
+    return None
+
+
+def plan_query(question: str, now: float, **kwargs) -> QueryPlan:
+    """``plan_time`` (the question's time phrase), plus the order it asks for ("first" / "last")."""
+    plan = plan_time(question, now, **kwargs)
+    rest = plan.question if plan.phrase is None else plan.question.replace(plan.phrase, " ")
+    order = question_order(rest) if plan.relation is None or plan.anchor is not None else None
+    if order is None:
+        return plan
+    content = _clean(_ORDER_WORDS.sub(" ", plan.content)) if plan.content else plan.content
+    return dataclasses.replace(plan, order=order, content=content)
+
+
+def plan_time(question: str, now: float, *, previous: Sequence[tuple[float, float]] | None = None,
                search: Callable[[str], list[Event]] | None = None, recent_s: float = 30.0,
                edge_fraction: float = 0.1, min_edge_s: float = 30.0, clock_window_s: float = 15.0) -> QueryPlan:
     """Turn a question's time phrase into a time range (seconds) on a stream that has reached ``now``.
@@ -237,10 +269,13 @@ def retrieve(snapshot, plan: QueryPlan, k: int = 5) -> list[tuple[Event, float]]
 
     With content: events found inside the range plus the best ones anywhere (a soft constraint:
     outside the range they are down-weighted by temporal relevance). Without content: the events
-    in the range nearest its end (the most recent ones when there is no range).
+    in the range nearest its end (the most recent ones when there is no range). With an order
+    ("first" / "last"), event times decide among the matches (see ``order_events``).
     """
     if k <= 0:
         return []
+    if plan.order is not None:
+        return order_events(snapshot, plan, k)
     if plan.content:
         found: dict[int, tuple[Event, float]] = {}
         passes = [plan.time_range, None] if plan.time_range is not None else [None]
@@ -253,6 +288,23 @@ def retrieve(snapshot, plan: QueryPlan, k: int = 5) -> list[tuple[Event, float]]
         t0, t1 = plan.time_range if plan.time_range is not None else (-math.inf, math.inf)
         candidates = [(e, 1.0) for e in snapshot.events_between(t0, t1, limit=k)]
     return rank_events(candidates, plan)[:k]
+
+
+def order_events(snapshot, plan: QueryPlan, k: int, relative: float = 0.8) -> list[tuple[Event, float]]:
+    """Events for "first" / "last" questions: the matches (similarity at least ``relative`` × the best
+    one's, within the time range) sorted by time, earliest first for "first", latest first for "last";
+    without content, the events at the range's (or the stream's) start or end."""
+    t0, t1 = plan.time_range if plan.time_range is not None else (-math.inf, math.inf)
+    if plan.content:
+        hits = snapshot.search_scored(plan.content, k=max(4 * k, 16), time_range=plan.time_range, neighbours=0)
+        if not hits:
+            return []
+        best = max(s for _, s in hits)
+        matches = [(e, s) for e, s in hits if s >= relative * best]
+    else:
+        matches = [(e, 1.0) for e in snapshot.events_between(t0, t1)]
+    matches.sort(key=lambda es: (es[0].t_start, es[0].id), reverse=plan.order == "last")
+    return matches[:k]
 
 
 # ---- assembling ------------------------------------------------------------------------------------

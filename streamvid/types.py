@@ -211,6 +211,9 @@ class Citation:
     thumbnail: np.ndarray | None = None
 
 
+NOT_SEEN = "I did not see that."  # the answer when what a question asks about is not in memory
+
+
 @dataclass
 class Answer:
     """An answer with the events whose tokens were in its prompt and per-stage timings."""

@@ -161,3 +161,40 @@ def test_offline_gate_keeps_a_small_moving_object(offline_pipeline):
     still = [Frame(i, float(i), _plain(i, False, circle_x=40)) for i in range(6, 10)]
     # The circle jumps back once; its exact repeats are still dropped.
     assert [s.tokens.t for s in pipe.process(still) if isinstance(s, KeptFrame)] == [6.0]
+
+
+# ---- answers through the agent ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def qa_clip(tmp_path_factory):
+    from streamvid_bench.clips import Clip, Overlay, Scene, write_clip
+
+    clip = Clip("qa", (Scene(0, 6, "red"), Scene(6, 12, "blue", seed=1), Scene(12, 18, "green", seed=2)),
+                overlays=(Overlay(1, 5, text="HELLO"), Overlay(7, 11, text="OPEN DOOR"), Overlay(13, 17, text="EXIT")))
+    return write_clip(clip, tmp_path_factory.mktemp("qa") / "qa.mp4")
+
+
+def test_offline_order_questions_cite_the_right_events(qa_clip):
+    import streamvid
+
+    with streamvid.StreamAgent.from_preset("offline", fps=1.0) as agent:
+        agent.ingest(str(qa_clip), progress=False)
+        first, last = agent.ask("What text appeared first?"), agent.ask("What text appeared last?")
+        assert "HELLO" in first.text and "EXIT" not in first.text
+        assert all(c.t_end <= 6.0 for c in first.citations) and first.citations
+        assert "EXIT" in last.text and "HELLO" not in last.text
+        assert all(c.t_start >= 12.0 for c in last.citations) and last.citations
+        when = agent.ask("When did OPEN DOOR appear?")
+        assert clock_times(when.text)[0] in (7, 8) and all(6.0 <= c.t_start < 12.0 for c in when.citations)
+        unseen = agent.ask("What did the dog do?")
+        assert unseen.text == NOT_SEEN and unseen.citations == []
+
+
+def test_a_retrieval_confidence_threshold_abstains_in_a_vlm_preset(qa_clip):
+    import streamvid
+
+    with streamvid.StreamAgent.from_preset("tiny-random", captions=False, abstain_below=1.01) as agent:
+        agent.ingest(str(qa_clip), progress=False)
+        ans = agent.ask("What did the dog do?")  # searchable content that nothing matches this well
+        assert ans.text == NOT_SEEN and ans.citations == [] and ans.timings["abstained"] == 1.0
+        about_time = agent.ask("What happened at the start?")  # time only: answered from the events there
+        assert about_time.text != NOT_SEEN and about_time.citations

@@ -193,6 +193,29 @@ def test_retrieve_ranks_inside_the_time_range_first():
         assert sorted(e.t_start for e, _ in later) == [120.0, 180.0]
 
 
+@pytest.mark.parametrize("question, order, content", [
+    ("What text appeared last?", "last", "What text appeared"),
+    ("When did the red car appear?", "first", "When did the red car appear"),
+    ("What did I hold up first?", "first", "What did I hold up"),
+    ("What was the last thing I held up before the door opened?", "last", "What was the thing I held up"),
+    ("What happened in the last 5 minutes?", None, ""),
+    ("What came after the dog?", None, "What came"),
+])
+def test_first_and_last_are_an_order_not_content(question, order, content):
+    plan = plan_query(question, 600.0)
+    assert plan.order == order and plan.content == content
+
+
+def test_first_and_last_questions_are_answered_from_event_times():
+    with _memory() as bank:
+        snap = bank.snapshot()
+        first = retrieve(snap, plan_query("When did the red car first appear?", snap.now), k=1)
+        last = retrieve(snap, plan_query("When did I last see the red car?", snap.now), k=1)
+        assert first[0][0].t_start == 60.0 and last[0][0].t_start == 240.0
+        assert retrieve(snap, plan_query("What happened first?", snap.now), k=1)[0][0].t_start == 0.0
+        assert retrieve(snap, plan_query("What happened last?", snap.now), k=1)[0][0].t_start == 420.0
+
+
 @settings(max_examples=25, deadline=None)
 @given(budget=st.integers(1, 400), k=st.integers(1, 6), about_now=st.booleans(), use_query=st.booleans())
 def test_assemble_spends_a_constant_budget_in_chronological_order(budget, k, about_now, use_query):

@@ -27,9 +27,12 @@ from streamvid.ground import Grounded, Seen, Shot, ground_answer
 from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
 from streamvid.prompt import PromptBlock
 from streamvid.segment import ShotDetector
-from streamvid.types import Event, Frame, FrameTokens, format_span
+from streamvid.types import NOT_SEEN, Event, Frame, FrameTokens, format_span
 
 RELEVANT_FRACTION = 0.8
+# Questions extraction does not handle go to the LLM only when some retrieved event's caption is at least
+# this similar (MiniLM cosine × temporal relevance): otherwise "I did not see that".
+LLM_ABSTAIN_BELOW = 0.3
 SYSTEM_PROMPT = (
     "You answer questions about a video using notes of what was seen in it. Each note starts with its "
     "time span. Answer in one short sentence, quoting on-screen text exactly, and say when it happened."
@@ -197,6 +200,8 @@ class OfflineBackend:
             grounded = ground_answer(context.question, seen, shots, now)
             if grounded is not None:
                 return grounded_run(grounded, (time.perf_counter() - start) * 1e3)
+        if context.scores and max(context.scores.values()) < LLM_ABSTAIN_BELOW:
+            return grounded_run(Grounded(NOT_SEEN, abstained=True), 0.0)
         notes = self.notes(relevant_blocks(context.blocks, context.scores), context.captions)
         body = "Notes:\n" + ("\n".join(line for _, line in notes) if notes else "(nothing was seen)")
         if context.now is not None:
