@@ -208,6 +208,7 @@ def test_first_and_last_are_an_order_not_content(question, order, content):
 
 def test_first_and_last_questions_are_answered_from_event_times():
     with _memory() as bank:
+        bank.flush()  # the last scene becomes an event too
         snap = bank.snapshot()
         first = retrieve(snap, plan_query("When did the red car first appear?", snap.now), k=1)
         last = retrieve(snap, plan_query("When did I last see the red car?", snap.now), k=1)
