@@ -230,6 +230,8 @@ class AgentConfig:
         self.read_tokens = _int("read_tokens", self.read_tokens, 1)
         self.search_k = _int("search_k", self.search_k, 1)
         self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        if self.abstain_below is not None:
+            self.abstain_below = _number("abstain_below", self.abstain_below)
         if not isinstance(self.captions, bool):
             raise ConfigError(f"captions must be True or False, got {self.captions!r}")
         self.caption_tokens = _int("caption_tokens", self.caption_tokens, 1, MAX_NEW_TOKENS)
