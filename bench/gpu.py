@@ -286,7 +286,7 @@ def bench_config(device: str, dtype: str, batch: int, *, keep_all: bool, staged:
     fields = dict(device=device, dtype=dtype, batch_frames=batch, captions=False, staged_ingest=staged,
                   queue_batches=2, max_ram_tokens=16384)
     if keep_all:
-        fields.update(pregate=False, tau_dup=1.01)
+        fields.update(pregate=False, tau_dup=1.0)  # the largest AgentConfig accepts
     return AgentConfig(**fields)
 
 

@@ -115,7 +115,8 @@ def upload_frames(frames: Frames, device: str | torch.device) -> torch.Tensor:
     """uint8 RGB frames → uint8 [B, H, W, 3] on ``device``.
 
     frames: a [B, H, W, 3] or [H, W, 3] uint8 tensor (CPU, pinned or already on the device) or numpy
-    array, or a list of same-sized [H, W, 3] frames. On CUDA a host tensor is pinned (when it is not
+    array, or a list of same-sized [H, W, 3] frames (on CUDA stacked straight into pinned memory,
+    so pass a list rather than stacking it first). On CUDA a host tensor is pinned (when it is not
     already) and copied with ``non_blocking=True``; the copy is ordered on the current stream, so
     work queued after it sees the frames. The caller must not overwrite a pinned buffer it passed
     until that stream has moved past the copy.
@@ -130,7 +131,12 @@ def upload_frames(frames: Frames, device: str | torch.device) -> torch.Tensor:
         shapes = {tuple(f.shape) for f in items}
         if len(shapes) > 1:
             raise ModelError(f"frames in one batch must share one size; got {sorted(shapes)}")
-        x = torch.stack([torch.as_tensor(f) for f in items])
+        tensors = [torch.as_tensor(f) for f in items]
+        if dev.type == "cuda" and tensors[0].device.type == "cpu":  # stacked straight into pinned memory: one host copy
+            x = torch.empty((len(tensors), *tensors[0].shape), dtype=tensors[0].dtype, pin_memory=True)
+            torch.stack(tensors, out=x)
+        else:
+            x = torch.stack(tensors)
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     if x.ndim == 3:

@@ -201,7 +201,7 @@ class FramePipeline:
             else:
                 from streamvid.device import upload_frames
 
-                batch.pixels = upload_frames(np.stack(frames), getattr(self.llm, "device", "cpu"))
+                batch.pixels = upload_frames(frames, getattr(self.llm, "device", "cpu"))
         return batch
 
     def pregate_stage(self, frames: Sequence[Frame]) -> GatedBatch:
