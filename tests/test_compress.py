@@ -423,3 +423,5 @@ def test_compress_frames_merges_equal_counts_together_bitwise():
         assert torch.equal(got.tokens, want.tokens) and torch.equal(got.positions, want.positions)
         assert torch.equal(got.sizes, want.sizes)
     assert [int(c.sizes.sum()) for c in batched][4:7] == [64, 0, 32]
+    filled = [t for c in batched for t in c if t.numel()]
+    assert len({t.untyped_storage().data_ptr() for t in filled}) == len(filled)  # no frame shares another's memory

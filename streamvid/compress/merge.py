@@ -332,7 +332,9 @@ def _merge_groups_by_count(tokens: torch.Tensor, keep: torch.Tensor, budget: int
         else:
             survivors = group.gather(1, kept_positions[..., None].expand(-1, -1, tokens.shape[-1]))
             merged, sizes, positions = merge_to_budget(survivors, budget, positions=kept_positions, impl=impl)
-        out += [(k, CompressedFrame(tokens=merged[j], positions=positions[j], sizes=sizes[j]))
+        # Each frame's own copy: memory keeps frames apart (and safetensors refuses shared storage).
+        own = (lambda x: x) if len(frames) == 1 else torch.Tensor.clone
+        out += [(k, CompressedFrame(tokens=own(merged[j]), positions=own(positions[j]), sizes=own(sizes[j])))
                 for j, k in enumerate(frames.tolist())]
     return out
 
