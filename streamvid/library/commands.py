@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -12,6 +13,7 @@ from streamvid.types import format_span
 
 def index_library_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Index PATHS into --store over Ray workers; one line per finished, failed or retried file."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # gRPC (Ray, Milvus) info lines are not for the user
     from streamvid.library.workers import index_library
 
     def show(progress) -> None:
@@ -25,7 +27,7 @@ def index_library_command(args: argparse.Namespace, overrides: dict[str, Any]) -
         print(json.dumps(report.as_dict()))
     else:
         rate = f" ({report.frames / report.seconds:.1f} frames/s)" if report.seconds and report.frames else ""
-        print(f"Indexed {len(report.indexed)} files, {report.frames} frames in {report.seconds:.1f} s{rate}; "
+        print(f"Indexed {len(report.indexed)} file(s), {report.frames} frames in {report.seconds:.1f} s{rate}; "
               f"skipped {len(report.skipped)} already indexed; {len(report.failed)} failed. Store: {args.store}.")
         for path, cause in report.failed.items():
             print(f"Failed: {path}: {cause}")

@@ -96,6 +96,9 @@ def _client(target: str) -> Any:
     local = not target.startswith("http")
     if local:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
+        # Milvus Lite's in-process server logs each RPC it does not implement (pymilvus asks for
+        # timestamps it can do without) as an error; those are not the store's errors
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     try:
         client = MilvusClient(target)
     except Exception as exc:

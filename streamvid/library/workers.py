@@ -170,10 +170,14 @@ def _init_ray(address: str | None, workers: int | None) -> Any:
     except ImportError as exc:
         raise ConfigError("index-library needs Ray: pip install 'streamvid[scale]'") from exc
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers or None, log_to_driver=False, include_dashboard=False)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers or None, log_to_driver=False, include_dashboard=False)
+        except (ConnectionError, RuntimeError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise ConfigError(f"could not start or reach {where}: {exc}") from exc
     return ray
 
 
@@ -216,7 +220,7 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
     def report(message: str) -> None:
         progress.elapsed_s = time.perf_counter() - t_start
         progress.message = message
-        log.info(message)
+        log.debug(message)
         if on_progress is not None:
             on_progress(progress)
 
@@ -266,7 +270,7 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
     queued = [(p, v, 0) for p, v in todo]
     frames_live: dict[str, int] = {}
     frames_done = 0
-    report(f"Indexing {len(todo)} files on {n_workers} workers.")
+    report(f"Indexing {len(todo)} file(s) on {n_workers} worker(s).")
     try:
         while queued or pending:
             while queued and idle:
