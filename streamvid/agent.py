@@ -496,7 +496,9 @@ class StreamAgent:
                                 captions={e.id: e.caption for e, _ in used if e.caption},
                                 scores={e.id: float(score) for e, score in used})
         options = GenerationOptions(max_new_tokens=max_new_tokens or self.config.max_new_tokens, do_sample=do_sample,
-                                    temperature=temperature, top_p=top_p, seed=self.config.seed)
+                                    temperature=temperature, top_p=top_p, seed=self.config.seed,
+                                    repetition_penalty=self.config.repetition_penalty,
+                                    no_repeat_ngram_size=self.config.no_repeat_ngram_size)
         if self.config.abstain_below is not None and plan.content and not plan.about_now and \
                 max((score for _, score in used), default=0.0) < self.config.abstain_below:
             run = AnswerRun(pieces=iter([NOT_SEEN]), timings=lambda: {"ttft_ms": 0.0, "abstained": 1.0}, spans=[])

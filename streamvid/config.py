@@ -183,6 +183,10 @@ class AgentConfig:
     # "I did not see that." without generating when the question has searchable content and no retrieved
     # event scores at least this (semantic × temporal relevance); None: always generate.
     abstain_below: float | None = None
+    # Greedy decoding of small models loops ("the door, the door, …"): transformers' repetition penalty and
+    # no-repeat-n-gram logits processors, on every answer (streamvid.generation.GenerationOptions).
+    repetition_penalty: float = 1.1
+    no_repeat_ngram_size: int = 4
 
     # Captions (one per closed event, from its stored tokens).
     captions: bool = True
@@ -232,6 +236,8 @@ class AgentConfig:
         self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
         if self.abstain_below is not None:
             self.abstain_below = _number("abstain_below", self.abstain_below)
+        self.repetition_penalty = _number("repetition_penalty", self.repetition_penalty, 1e-6)
+        self.no_repeat_ngram_size = _int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
         if not isinstance(self.captions, bool):
             raise ConfigError(f"captions must be True or False, got {self.captions!r}")
         self.caption_tokens = _int("caption_tokens", self.caption_tokens, 1, MAX_NEW_TOKENS)

@@ -198,3 +198,24 @@ def test_a_retrieval_confidence_threshold_abstains_in_a_vlm_preset(qa_clip):
         assert ans.text == NOT_SEEN and ans.citations == [] and ans.timings["abstained"] == 1.0
         about_time = agent.ask("What happened at the start?")  # time only: answered from the events there
         assert about_time.text != NOT_SEEN and about_time.citations
+
+
+def test_greedy_decoding_does_not_loop_with_the_agents_repetition_controls():
+    from streamvid.config import preset_config
+    from streamvid.generation import GenerationOptions
+    from streamvid.perceive import TextLLM
+
+    llm = TextLLM()
+    prompt = ("Notes: [00:00:00] the text 'BLUE DOOR' on screen; mostly blue. [00:00:10] the text 'BLUE DOOR' on "
+              "screen; mostly blue.\n\nQuestion: list everything you saw.")
+
+    def repeated_4grams(options: GenerationOptions) -> int:
+        ids = llm.tokenizer(llm.generate(prompt, options).read(), add_special_tokens=False)["input_ids"]
+        grams = [tuple(ids[i:i + 4]) for i in range(len(ids) - 3)]
+        return len(grams) - len(set(grams))
+
+    assert repeated_4grams(GenerationOptions(max_new_tokens=64)) > 10  # plain greedy loops on this prompt
+    config = preset_config("offline")
+    controlled = GenerationOptions(max_new_tokens=64, repetition_penalty=config.repetition_penalty,
+                                   no_repeat_ngram_size=config.no_repeat_ngram_size)
+    assert controlled.greedy and repeated_4grams(controlled) == 0
