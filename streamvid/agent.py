@@ -126,6 +126,7 @@ class StreamAgent:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._t_offset = 0.0
+        self._clock: float | None = None  # the newest frame time handed to the pipeline (see _on_clock)
         self._live = False
         self._captions: list[Caption] = []
         self._captions_cond = threading.Condition()
@@ -315,6 +316,7 @@ class StreamAgent:
         drain = not stoppable or isinstance(src, PushSource)
         timer = self.backend.timer
         batch: list[Frame] = []
+        self._clock = self.memory.now
         try:
             it = iter(src)
             while True:
@@ -343,11 +345,13 @@ class StreamAgent:
             yield batch
 
     def _on_clock(self, frame: Frame) -> Frame:
-        """Keep memory times non-decreasing when a second source starts its clock at 0 again."""
-        now = self.memory.now
-        if now is not None and frame.t + self._t_offset < now:
-            self._t_offset = now - frame.t + 1.0 / max(self.config.fps, 1e-6)
-        return Frame(frame.index, frame.t + self._t_offset, frame.rgb) if self._t_offset else frame
+        """Keep memory times non-decreasing when a second source starts its clock at 0 again. The newest
+        time is tracked here (``_clock``: memory's ``now`` when the source starts, then the last frame
+        handed on), so the reader never waits for the bank's lock while the memory thread writes."""
+        if self._clock is not None and frame.t + self._t_offset < self._clock:
+            self._t_offset = self._clock - frame.t + 1.0 / max(self.config.fps, 1e-6)
+        self._clock = frame.t + self._t_offset
+        return Frame(frame.index, self._clock, frame.rgb) if self._t_offset else frame
 
     def _write_steps(self, steps: list) -> None:
         """Pipeline steps → memory, in order. Every frame is counted once in ``frames_seen``: a kept one
