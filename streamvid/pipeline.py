@@ -79,7 +79,7 @@ class KeptFrame:
     """A frame that passed the gate, ready for ``MemoryBank.write``."""
 
     tokens: FrameTokens
-    key: torch.Tensor  # [k] L2-normalised retrieval key
+    key: torch.Tensor | np.ndarray  # [k] L2-normalised retrieval key (float32 numpy from the pipeline)
     thumbnail: np.ndarray  # small RGB uint8
     raw_tokens: int  # tokens the vision tower produced for this frame, before compression
     cut: bool = False  # the frame starts a new shot (ShotDetector): memory starts a new event with it
@@ -275,11 +275,14 @@ class FramePipeline:
             compressed = compress_frames(full_tokens, self._last_tokens, self.config.tau_temporal,
                                          self.config.tokens_per_frame)
             self._last_tokens = full_tokens[-1]
+            # The keys as one float32 host array: memory's write then runs fewer torch ops (each one lets
+            # go of the GIL and waits to get it back from the busy stage threads).
+            keys = torch.stack([batch.keys[i] for i in kept]).float().cpu().numpy()
             for j, i in enumerate(kept):
                 full, c = full_tokens[j], compressed[j]
                 frame = batch.frames[i]
                 ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=batch.grid, t=frame.t)
-                tokenized[i] = KeptFrame(ft, batch.keys[i], thumbnail(batch.reduced[i] if batch.reduced else frame.rgb),
+                tokenized[i] = KeptFrame(ft, keys[j], thumbnail(batch.reduced[i] if batch.reduced else frame.rgb),
                                          int(full.shape[0]),
                                          cut=i in batch.cuts, hold=i in batch.fading)
                 self.raw_tokens += int(full.shape[0])
