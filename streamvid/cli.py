@@ -297,26 +297,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_watch(args, lambda: _make_agent(args, config), source)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def _bench_entry(module: str, command: str):
+    """``main`` of a streamvid_bench module; a StreamvidError naming the extra when it is not installed."""
+    import importlib
+
     from streamvid.errors import StreamvidError
 
     try:
-        from streamvid_bench import main as bench_main
+        return importlib.import_module(module).main
     except ImportError as exc:
-        raise StreamvidError(f"streamvid bench needs the benchmark package ({exc.name} is not installed): "
+        raise StreamvidError(f"streamvid {command} needs the benchmark package ({exc.name} is not installed): "
                              "pip install 'streamvid[bench]'") from exc
-    return bench_main(args.rest)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return _bench_entry("streamvid_bench", "bench")(args.rest)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from streamvid.errors import StreamvidError
-
-    try:
-        from streamvid_bench.evaluate import main as eval_main
-    except ImportError as exc:
-        raise StreamvidError(f"streamvid eval needs the benchmark package ({exc.name} is not installed): "
-                             "pip install 'streamvid[bench]'") from exc
-    return eval_main(args.rest)
+    return _bench_entry("streamvid_bench.evaluate", "eval")(args.rest)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
