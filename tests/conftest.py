@@ -4,11 +4,24 @@ per test session and returns (path, manifest)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def restore_streamvid_logger():
+    """``streamvid.cli.main`` run in-process points the "streamvid" logger at that test's captured stderr;
+    later tests must not log into a closed stream (or see another test's handler)."""
+    logger = logging.getLogger("streamvid")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,35 @@ def _remove_tree(folder: Path, last: str) -> None:
     folder.rmdir()
 
 
+def _marked_copy_folder(target: Path) -> Path:
+    """A new ``.<name>.saving-<id>`` folder that already holds streamvid's mark.
+
+    The mark is written in a ``.<name>.staging-<id>`` folder first and the folder renamed, so a save
+    killed at any moment never leaves a ``saving`` copy without its mark (one the next load could
+    not prove it may delete)."""
+    token = uuid.uuid4().hex[:8]
+    staging = target.parent / f".{target.name}.staging-{token}"
+    staging.mkdir()
+    (staging / SAVING_MARK).write_text(json.dumps({"format": FORMAT_NAME, "pid": os.getpid()}))
+    tmp = target.parent / f".{target.name}.saving-{token}"
+    os.rename(staging, tmp)
+    return tmp
+
+
+def _stale_staging(target: Path, min_age_s: float = 60.0) -> list[Path]:
+    """``.<name>.staging-*`` folders left by a save killed before its copy was marked: each holds
+    nothing but streamvid's (possibly half-written) mark, and is older than ``min_age_s``."""
+    out = []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.staging-[0-9a-f]{{8}}")
+    with contextlib.suppress(OSError):
+        for p in target.parent.iterdir():
+            if not pattern.fullmatch(p.name) or p.is_symlink() or not p.is_dir():
+                continue
+            if {c.name for c in p.iterdir()} <= {SAVING_MARK} and time.time() - p.stat().st_mtime > min_age_s:
+                out.append(p)
+    return out
+
+
 def clean_partial_copies(target: Path) -> int:
     """Remove what killed saves left beside ``target``; returns how many copies were removed."""
     removed = 0
@@ -135,6 +165,10 @@ def clean_partial_copies(target: Path) -> int:
         with contextlib.suppress(OSError):
             _remove_tree(p, SAVING_MARK)
             removed += 1
+    for p in _stale_staging(target):
+        with contextlib.suppress(OSError):
+            (p / SAVING_MARK).unlink(missing_ok=True)
+            p.rmdir()
     if removed:
         log.info("removed %d partial copies left by an interrupted save of %s", removed, target)
     return removed
@@ -244,10 +278,8 @@ def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
         check_save_target(backup)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_partial_copies(target)
-    tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = _marked_copy_folder(target)
     try:
-        (tmp / SAVING_MARK).write_text(json.dumps({"format": FORMAT_NAME, "pid": os.getpid()}))
         _write_contents(bank, tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != SAVING_MARK)
         for p in files:
