@@ -120,6 +120,7 @@ class StreamAgent:
         self.backend = backend if backend is not None else make_backend(self.config)
         self.memory = MemoryBank(self.config, key_dim=self.backend.key_dim, token_dim=self.backend.token_dim,
                                  text_encoder=self.backend.encode_text, image_encoder=self.backend.image_encoder)
+        self.memory.extra_state_fn = self.backend.state
         self.dialogue = Dialogue()
         self._source: FrameSource | None = None
         self._ingest_thread: threading.Thread | None = None
@@ -176,9 +177,16 @@ class StreamAgent:
                 f"{agent.config.model!r} makes {agent.backend.token_dim}-d tokens and {agent.backend.key_dim}-d "
                 "keys; ask with the preset and model that indexed it"
             )
+        try:
+            agent.backend.load_state(bank.extra_state)
+        except MemoryFormatError as e:
+            agent.close()
+            bank.close()
+            raise MemoryFormatError(f"{directory}: {e}") from None
         agent.memory.close()
         bank.text_encoder = agent.backend.encode_text
         bank.image_encoder = agent.backend.image_encoder
+        bank.extra_state_fn = agent.backend.state
         agent.memory = bank
         return agent
 

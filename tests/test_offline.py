@@ -86,3 +86,28 @@ def test_citations_narrow_to_the_notes_an_answer_repeats():
     assert used_blocks("The red car text appeared at 00:00:20.", notes) == {3, 5}
     assert used_blocks("Something was shown at 00:00:26.", notes) == {5}
     assert used_blocks("I cannot tell.", notes) == {0, 3, 5}  # repeats none: it may have used any
+
+
+def test_a_saved_memory_answers_from_its_perception_records(doors, tmp_path):
+    """Index once, ask in a later process: the grounded answers (text order, times) come back from the
+    saved perception records, not from the small LLM guessing over captions."""
+    mem = tmp_path / "mem"
+    out = streamvid("index", doors, "--memory", str(mem), "--preset", "offline")
+    assert out.returncode == 0, out.stderr
+    last = streamvid("ask", "--memory", str(mem), "What text appeared last?", "--json")
+    assert last.returncode == 0, last.stderr
+    answer = json.loads(last.stdout)
+    assert "red car" in answer["answer"].lower(), answer
+    assert answer["citations"] and all(inside(c, 20.0, 30.0) for c in answer["citations"]), answer
+    unseen = json.loads(streamvid("ask", "--memory", str(mem), "Was there a dog?", "--json").stdout)
+    assert unseen["answer"] == "I did not see that.", unseen
+
+
+def test_malformed_perception_records_are_a_memory_format_error(tmp_path):
+    from streamvid.backends.offline import parse_records
+    from streamvid.errors import MemoryFormatError
+
+    with pytest.raises(MemoryFormatError, match="perception records"):
+        parse_records({"seen": [{"t": "soon"}]})
+    seen, starts = parse_records({"seen": [], "shot_starts": [0, 10.5]})
+    assert seen == [] and starts == [0.0, 10.5]

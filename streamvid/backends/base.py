@@ -102,6 +102,15 @@ class Backend(Protocol):
         """Mean ms per frame of each ingestion stage so far (e.g. key, gate, vision, compress, memory)."""
         ...
 
+    def state(self) -> dict[str, Any]:
+        """What this backend knows about the stream beyond the memory's tokens and keys, as JSON-able
+        data that is saved with the memory (``MemoryBank.extra_state``); {} when there is nothing."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take back ``state()`` output from a saved memory; MemoryFormatError when it is malformed."""
+        ...
+
     def share(self, config: AgentConfig) -> Backend:
         """A new backend of the same kind that uses this one's loaded models (weights are not loaded
         again) with fresh per-stream state, under ``config``, which must pick the same models.

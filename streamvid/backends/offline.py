@@ -9,6 +9,7 @@ timestamped captions.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -22,6 +23,7 @@ import torch
 from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models
 from streamvid.compress.pregate import Change, PreGate, gate_thumbnail
 from streamvid.config import AgentConfig
+from streamvid.errors import MemoryFormatError
 from streamvid.generation import GenerationOptions
 from streamvid.ground import Grounded, Seen, Shot, ground_answer
 from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
@@ -55,6 +57,9 @@ class OfflinePipeline:
         # [t, t_until, FramePerception] per kept frame; t_until grows over the repeats the gate dropped.
         self.perceptions: deque = deque(maxlen=max(1024, 4 * config.segment_max_frames + config.short_term_frames))
         self.shot_starts: deque[float] = deque(maxlen=4096)
+        # Records of the stream before a saved memory was loaded (``load_records``), older than the above.
+        self.restored_seen: list[Seen] = []
+        self.restored_starts: list[float] = []
         self._lock = threading.Lock()
         self._last_gate: np.ndarray | None = None
         self._last_rgb: np.ndarray | None = None
@@ -128,14 +133,41 @@ class OfflinePipeline:
         the shots (from the shot detector's cuts) spanning the stream up to its newest frame."""
         with self._lock:
             held = list(self.perceptions)
-            starts = list(self.shot_starts)
-        seen = [Seen(t=t, t_end=until, texts=tuple(b.text for b in p.texts), colours=tuple(p.colours),
+            starts = self.restored_starts + list(self.shot_starts)
+            restored = list(self.restored_seen)
+        seen = restored + [Seen(t=t, t_end=until, texts=tuple(b.text for b in p.texts), colours=tuple(p.colours),
                      people=len(p.people), people_conf=p.people_confidence, faces=len(p.faces),
                      face_conf=p.face_confidence, objects=p.objects, grey=p.grey) for t, until, p in held]
         end = max((s.t_end for s in seen), default=starts[-1] if starts else 0.0)
         shots = [Shot(a, max(a, b - 1e-3) if i + 1 < len(starts) else max(a, end))
-                 for i, (a, b) in enumerate(zip(starts, [*starts[1:], end], strict=True))]
+                 for i, (a, b) in enumerate(zip(starts, [*starts[1:], end][:len(starts)], strict=True))]
         return seen, shots
+
+    def load_records(self, seen: list[Seen], shot_starts: list[float]) -> None:
+        """Records of the stream up to a saved memory, so grounded answers still see them after loading."""
+        with self._lock:
+            self.restored_seen = list(seen)
+            self.restored_starts = list(shot_starts)
+
+
+def records_state(seen: list[Seen], shots: list[Shot]) -> dict[str, Any]:
+    """Perception records as JSON-able data (the inverse of ``parse_records``)."""
+    return {"seen": [dataclasses.asdict(x) for x in seen], "shot_starts": [x.t_start for x in shots]}
+
+
+def parse_records(state: dict[str, Any]) -> tuple[list[Seen], list[float]]:
+    """``records_state`` output → (seen, shot starts); MemoryFormatError when it is malformed."""
+    try:
+        seen = [Seen(t=float(d["t"]), t_end=None if d["t_end"] is None else float(d["t_end"]),
+                     texts=tuple(str(x) for x in d["texts"]),
+                     colours=tuple((str(name), float(share)) for name, share in d["colours"]),
+                     people=int(d["people"]), people_conf=float(d["people_conf"]), faces=int(d["faces"]),
+                     face_conf=float(d["face_conf"]), objects=int(d["objects"]), grey=bool(d["grey"]))
+                for d in state.get("seen", [])]
+        starts = [float(t) for t in state.get("shot_starts", [])]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MemoryFormatError(f"the saved perception records are malformed ({type(e).__name__}: {e})") from None
+    return seen, starts
 
 
 class OfflineBackend:
@@ -165,6 +197,14 @@ class OfflineBackend:
 
     def stage_ms(self) -> dict[str, float]:
         return self.timer.ms_per_frame()
+
+    def state(self) -> dict[str, Any]:
+        return records_state(*self.pipeline.records())
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            raise MemoryFormatError("the saved perception records are not a mapping")
+        self.pipeline.load_records(*parse_records(state))
 
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         return self.pipeline.process(frames)

@@ -46,6 +46,12 @@ class VLMBackend:
     def stage_ms(self) -> dict[str, float]:
         return self.timer.ms_per_frame()
 
+    def state(self) -> dict[str, Any]:
+        return {}  # the stored tokens and keys are everything a Video-LLM answers from
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
     def process(self, frames: Sequence[Frame]) -> list[Step]:
         return self.pipeline.process(frames)
 

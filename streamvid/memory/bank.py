@@ -119,6 +119,11 @@ class MemoryBank:
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.recall_bonus = recall_bonus
+        # What the backend that wrote this memory knows beyond tokens and keys (e.g. the offline preset's
+        # perception records), JSON-able; saved with the memory. extra_state_fn, when set, gives the
+        # current value at save time (the agent points it at ``Backend.state``).
+        self.extra_state: dict[str, Any] = {}
+        self.extra_state_fn: Callable[[], dict[str, Any]] | None = None
         # The open event's token pool is consolidated to event_tokens whenever it passes open_cap.
         # open_cap <= max_ram_tokens - 2·event_tokens keeps room for one long-term event
         # (AgentConfig guarantees max_ram_tokens >= 4·event_tokens).
@@ -350,6 +355,7 @@ class MemoryBank:
         Archived events are not in it: their shards and database stay in ``self.archive``, which
         copies itself (``archive.copy_to``). The tensors are copies; the bank may go on writing.
         """
+        extra = self.extra_state_fn() if self.extra_state_fn is not None else self.extra_state
         with self._lock:
             tensors: dict[str, torch.Tensor] = {}
             t0, t1, state = self._table.views()
@@ -385,6 +391,7 @@ class MemoryBank:
                 "short_term": short,
                 "open_grid": None if self._builder.grid is None else list(self._builder.grid),
                 "text_keys": {str(k): v for k, v in self._text_keys.items()},
+                "extra": extra,
             }
             return {"meta": meta, "tensors": {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
                     "index": self.index.to_bytes()}
@@ -461,6 +468,7 @@ class MemoryBank:
             self._builder = restored.builder
             self._segmenter = segmenter
             self._text_keys = restored.text_keys
+            self.extra_state = restored.extra
             self.index = index
             self._frames_seen, self._frames_kept, self._last_t = restored.counters
 
@@ -715,6 +723,7 @@ class _Restored(NamedTuple):
     text_keys: dict[int, int]
     counters: tuple[int, int, float | None]
     index: bytes
+    extra: dict[str, Any]
 
 
 def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Restored:
@@ -746,6 +755,9 @@ def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Res
         short_meta = [(_float(m["t"], "t"), _grid(m["grid"], "grid")) for m in short_meta]
         open_grid = None if meta["open_grid"] is None else _grid(meta["open_grid"], "open_grid")
         keys = {int(k): _int(text_keys, k, 1) for k in text_keys}
+        extra = meta.get("extra", {})  # absent in memories saved before it existed
+        if not isinstance(extra, dict):
+            raise TypeError("extra is not a mapping")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise StateError("meta", f"{type(e).__name__}: {e}") from e
 
@@ -813,7 +825,7 @@ def _parse_state(state: dict[str, Any], *, key_dim: int, token_dim: int) -> _Res
         raise
     except (MemoryInputError, KeyError, TypeError, ValueError) as e:
         raise StateError("tensors", f"{type(e).__name__}: {e}") from e
-    return _Restored(t0, t1, table_state, events, short, builder, segmenter, keys, counters, bytes(index))
+    return _Restored(t0, t1, table_state, events, short, builder, segmenter, keys, counters, bytes(index), extra)
 
 
 def _str(v: object) -> str:
