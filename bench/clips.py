@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from streamvid_bench.samples import draw_text
 
 # Named scene colours, far apart in hue, each a (name, RGB) pair.
 COLOURS = {
@@ -115,18 +116,6 @@ def _scene_image(scene: Scene, clip: Clip, t: float) -> np.ndarray:
     return img
 
 
-def _draw_text(img: np.ndarray, text: str) -> None:
-    h, w = img.shape[:2]
-    font = cv2.FONT_HERSHEY_DUPLEX
-    (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
-    scale = min(0.8 * w / tw, 0.2 * h / th)
-    thick = max(1, int(round(2 * scale)))
-    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
-    org = ((w - tw) // 2, (h + th) // 2)
-    cv2.putText(img, text, org, font, scale, (0, 0, 0), thick + max(2, thick), cv2.LINE_AA)
-    cv2.putText(img, text, org, font, scale, (255, 255, 255), thick, cv2.LINE_AA)
-
-
 def _draw_circles(img: np.ndarray, n: int, colour: str) -> None:
     h, w = img.shape[:2]
     r = max(4, min(w, h) // 14)
@@ -152,7 +141,7 @@ def render(clip: Clip, t: float) -> np.ndarray:
     for o in clip.overlays:
         if o.t_start <= t < o.t_end:
             if o.text:
-                _draw_text(img, o.text)
+                draw_text(img, o.text, height=0.2, top=None)
             if o.count:
                 _draw_circles(img, o.count, o.colour)
     if clip.grey:

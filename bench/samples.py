@@ -126,14 +126,16 @@ def _draw_shape(img: np.ndarray, scene: Scene, t: float) -> None:
         raise ValueError(f"unknown shape {scene.shape!r}; use door, car, ball or None")
 
 
-def _draw_text(img: np.ndarray, text: str) -> None:
+def draw_text(img: np.ndarray, text: str, *, height: float = 0.25, top: float | None = 0.12) -> None:
+    """White text with a black outline, centred across, at most 80 % of the width and ``height`` of the
+    frame's height; its top at ``top`` × the height (None: centred vertically)."""
     h, w = img.shape[:2]
     font = cv2.FONT_HERSHEY_DUPLEX
     (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
-    scale = min(0.8 * w / tw, 0.25 * h / th)
+    scale = min(0.8 * w / tw, height * h / th)
     thick = max(1, int(round(2 * scale)))
     (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
-    org = ((w - tw) // 2, int(h * 0.12) + th)
+    org = ((w - tw) // 2, (h + th) // 2 if top is None else int(h * top) + th)
     cv2.putText(img, text, org, font, scale, (0, 0, 0), thick + max(2, thick), cv2.LINE_AA)
     cv2.putText(img, text, org, font, scale, (255, 255, 255), thick, cv2.LINE_AA)
 
@@ -145,7 +147,7 @@ def needle_image(width: int, height: int, k: int) -> np.ndarray:
     board = ((yy // cell + xx // cell) % 2).astype(bool)
     img = np.empty((height, width, 3), np.uint8)
     img[board], img[~board] = NEEDLE_COLOURS
-    _draw_text(img, f"NEEDLE {k}")
+    draw_text(img, f"NEEDLE {k}")
     return img
 
 
@@ -158,7 +160,7 @@ def render_frame(t: float, width: int, height: int, scenes: Sequence[Scene],
     _draw_shape(img, scene, t)
     for text in texts:
         if text.t_start <= t < text.t_end:
-            _draw_text(img, text.text)
+            draw_text(img, text.text)
     return img
 
 

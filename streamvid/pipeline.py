@@ -165,7 +165,7 @@ class FramePipeline:
         self.encoder = encoder
         self.llm = llm
         self.timer = StageTimer()
-        self.pregate = PreGate(side=SHOT_SIDE) if getattr(config, "pregate", True) else None
+        self.pregate = PreGate(side=SHOT_SIDE) if config.pregate else None
         self.gate = FrameGate(config.tau_dup)
         self.shots = ShotDetector()
         self._last_tokens: torch.Tensor | None = None

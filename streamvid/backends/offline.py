@@ -21,14 +21,15 @@ import numpy as np
 import torch
 
 from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models
-from streamvid.compress.pregate import Change, PreGate, gate_thumbnail
+from streamvid.compress.pregate import Change, PreGate, small_copy
 from streamvid.config import AgentConfig
 from streamvid.errors import MemoryFormatError
 from streamvid.generation import GenerationOptions
 from streamvid.ground import Grounded, Seen, Shot, ground_answer
-from streamvid.pipeline import KeptFrame, StageTimer, Step, add_dropped, thumbnail
+from streamvid.imageops import reduced_copy
+from streamvid.pipeline import THUMBNAIL_SHORT_SIDE, KeptFrame, StageTimer, Step, add_dropped, thumbnail
 from streamvid.prompt import PromptBlock
-from streamvid.segment import ShotDetector
+from streamvid.segment import SHOT_SIDE, ShotDetector
 from streamvid.types import NOT_SEEN, Event, Frame, FrameTokens, format_span
 
 RELEVANT_FRACTION = 0.8
@@ -64,7 +65,7 @@ class OfflinePipeline:
         self._last_gate: np.ndarray | None = None
         self._last_rgb: np.ndarray | None = None
         self.shots = ShotDetector()
-        self.pregate = PreGate() if getattr(config, "pregate", True) else None
+        self.pregate = PreGate() if config.pregate else None
         self.frames_in = 0
         self.frames_kept = 0
 
@@ -74,16 +75,20 @@ class OfflinePipeline:
         from streamvid.perceive import caption_event
 
         self.frames_in += len(frames)
-        steps: list = []  # kept frames as (frame, perception, description) until keyed
+        steps: list = []  # kept frames as (frame, perception, description, cut, hold, reduced) until keyed
         for frame in frames:
             with self.timer.stage("gate"):
-                cut = self.shots.update(frame.rgb)
+                # One full-size pass per frame, as in FramePipeline.pregate_stage: the shot detector, the
+                # pre-gate and the memory thumbnail all work from this reduced copy.
+                reduced = reduced_copy(frame.rgb, THUMBNAIL_SHORT_SIDE)
+                small_u8 = small_copy(reduced, SHOT_SIDE)
+                cut = self.shots.update(small_u8)
                 # Events are shots here: the key is a caption's embedding, and a caption's wording moves
                 # with small things (a colour share, a motion word), so its surprise alone does not split.
                 hold = not cut
                 # The block-wise pre-gate keeps what is new however small (LOCAL) and drops what did not
                 # change (SAME); a global change is kept unless the frame is still a near-duplicate.
-                small = gate_thumbnail(frame.rgb)
+                small = small_u8.astype(np.float32)
                 verdict = self.pregate.check_thumbnail(small) if self.pregate is not None else Change.GLOBAL
                 duplicate = verdict is Change.SAME or (
                     verdict is Change.GLOBAL and self._last_gate is not None
@@ -103,12 +108,12 @@ class OfflinePipeline:
             self._last_rgb = frame.rgb
             with self._lock:
                 self.perceptions.append([frame.t, frame.t, perception])
-            steps.append((frame, perception, caption_event([perception]), cut, hold))
+            steps.append((frame, perception, caption_event([perception]), cut, hold, reduced))
         kept = [s for s in steps if isinstance(s, tuple)]
         if not kept:
             return steps
         with self.timer.stage("key", len(kept)):
-            keys = iter(self.embedder.encode_text([d for _, _, d, _, _ in kept]))
+            keys = iter(self.embedder.encode_text([s[2] for s in kept]))
         self.frames_kept += len(kept)
         one = torch.zeros(1, dtype=torch.long)
         out: list[Step] = []
@@ -116,7 +121,7 @@ class OfflinePipeline:
             if isinstance(s, tuple):
                 frame, key = s[0], next(keys)
                 s = KeptFrame(FrameTokens(tokens=key[None].clone(), positions=one, sizes=torch.ones(1), grid=(1, 1),
-                                          t=frame.t), key, thumbnail(frame.rgb), 1, cut=s[3], hold=s[4])
+                                          t=frame.t), key, thumbnail(s[5]), 1, cut=s[3], hold=s[4])
             out.append(s)
         return out
 
