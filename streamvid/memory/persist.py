@@ -84,22 +84,28 @@ def backup_path(target: Path) -> Path:
     return target.parent / f".{target.name}.previous"
 
 
+def _hidden_folders(target: Path, kind: str) -> list[Path]:
+    """Real folders (not symlinks) beside ``target`` named ``.<name>.<kind>-<8 hex digits>``."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{kind}-[0-9a-f]{{8}}")
+    try:
+        return [p for p in target.parent.iterdir()
+                if pattern.fullmatch(p.name) and not p.is_symlink() and p.is_dir()]
+    except OSError:
+        return []
+
+
 def _partial_copies(target: Path) -> list[Path]:
     """Hidden ``.<name>.saving-*`` siblings of ``target`` that a streamvid save wrote and whose process is
     gone (a save killed midway). A folder without streamvid's mark, or whose process still runs, is left."""
     out = []
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.saving-[0-9a-f]{{8}}")
-    with contextlib.suppress(OSError):
-        for p in target.parent.iterdir():
-            if not pattern.fullmatch(p.name) or p.is_symlink() or not p.is_dir():
-                continue
-            try:
-                mark = json.loads((p / SAVING_MARK).read_text())
-                pid = int(mark["pid"]) if mark.get("format") == FORMAT_NAME else None
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if pid is not None and not _alive(pid):
-                out.append(p)
+    for p in _hidden_folders(target, "saving"):
+        try:
+            mark = json.loads((p / SAVING_MARK).read_text())
+            pid = int(mark["pid"]) if mark.get("format") == FORMAT_NAME else None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid is not None and not _alive(pid):
+            out.append(p)
     return out
 
 
@@ -148,11 +154,8 @@ def _stale_staging(target: Path, min_age_s: float = 60.0) -> list[Path]:
     """``.<name>.staging-*`` folders left by a save killed before its copy was marked: each holds
     nothing but streamvid's (possibly half-written) mark, and is older than ``min_age_s``."""
     out = []
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.staging-[0-9a-f]{{8}}")
-    with contextlib.suppress(OSError):
-        for p in target.parent.iterdir():
-            if not pattern.fullmatch(p.name) or p.is_symlink() or not p.is_dir():
-                continue
+    for p in _hidden_folders(target, "staging"):
+        with contextlib.suppress(OSError):
             if {c.name for c in p.iterdir()} <= {SAVING_MARK} and time.time() - p.stat().st_mtime > min_age_s:
                 out.append(p)
     return out
