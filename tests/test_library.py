@@ -94,7 +94,9 @@ def test_second_run_indexes_nothing_new(library, videos):
 
 def test_killed_worker_is_retried_without_duplicates(cluster, tmp_path):
     path = tmp_path / "long.mp4"
-    write_video(path, duration=6.0, fps=10, width=128, height=96, cuts=[2.0, 4.0])
+    # Long enough (120 sampled frames) that the worker reports progress a few times before it is done,
+    # however quiet the machine (progress goes out at most every PROGRESS_EVERY_S).
+    write_video(path, duration=60.0, fps=10, width=128, height=96, cuts=[20.0, 40.0])
     uri = f"milvus://{tmp_path / 'lib.db'}"
     killed: list[int] = []
 
