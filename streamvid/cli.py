@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", metavar="VIDEO QUESTION", help="VIDEO and QUESTION, or QUESTION with --memory")
     p.add_argument("--memory", help="a memory directory written by `streamvid index`")
     p.add_argument("--store", help="a library store written by `streamvid index-library` (milvus:///path/lib.db)")
-    p.add_argument("--store-dir", help="the videos' memory folder of a Milvus server store")
+    p.add_argument("--store-dir", help="the videos' memories: a folder or an object-store URL (s3://bucket/prefix)")
     p.add_argument("--video", help="with --store: answer from this video only (id or path)")
     model_args(p)
     p.set_defaults(func=cmd_ask, parser=p)
@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index-library", help="index many videos over Ray workers into a Milvus store")
     p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders or globs")
     p.add_argument("--store", required=True, help="milvus:///path/lib.db (Milvus Lite file) or milvus://host:19530")
-    p.add_argument("--store-dir", help="folder for the videos' memories (default: next to a .db store)")
+    p.add_argument("--store-dir", help="the videos' memories: a folder (default: next to a .db store) or an "
+                   "object-store URL (s3://bucket/prefix, gs://…, any fsspec URL)")
     p.add_argument("--workers", type=int, help="Ray actors (default: one per CPU, or per GPU share)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (0: CPU workers)")

@@ -46,3 +46,13 @@ class QuestionError(StreamvidError):
 
 class StoreError(StreamvidError):
     """A library store cannot be opened, written or read (bad URI, missing pymilvus, wrong key width)."""
+
+
+class ObjectStoreError(StoreError):
+    """An object-store path of a library (``s3://…``, any fsspec URL) cannot be reached, written or read:
+    unreachable endpoint, missing credentials or bucket, a missing or damaged object. Names the URL and the cause."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"{url}: {cause}")

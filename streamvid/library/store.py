@@ -10,7 +10,8 @@ Milvus holds two collections:
 A video's event tokens, thumbnails and captions stay in its memory folder, the format
 ``streamvid index`` writes (``MemoryBank.save``), under ``<store dir>/<video id>/``. For a
 local Milvus Lite file ``milvus:///path/lib.db`` the store dir is ``/path/lib.store/``; for a
-server ``milvus://host:19530`` it must be given (a folder every worker and reader can see).
+server ``milvus://host:19530`` it must be given (a folder every worker and reader can see, or
+an object-store URL such as ``s3://bucket/prefix``: see ``streamvid.library.objects``).
 
 A video is written by deleting every key row of its id, inserting the new rows, then its
 ``videos`` row — so a retried file never leaves duplicates, and a video without a ``videos``
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from streamvid.errors import StoreError
+from streamvid.library.objects import is_url, memories_at
 from streamvid.tensorops import l2_normalise
 
 log = logging.getLogger("streamvid.library")
@@ -65,9 +67,12 @@ class KeyHit:
     score: float
 
 
-def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path]:
+def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path | str]:
     """``milvus:///path/lib.db`` → (local file, ``/path/lib.store``); ``milvus://host:port`` →
-    (``http://host:port``, ``store_dir``). The store dir is where per-video memories live."""
+    (``http://host:port``, ``store_dir``). The store dir is where per-video memories live: a local
+    folder (a Path) or an object-store URL (``s3://bucket/prefix``, kept as text)."""
+    if store_dir is not None and not is_url(store_dir):
+        store_dir = Path(store_dir)
     if not isinstance(uri, str) or not uri.startswith("milvus://"):
         raise StoreError(f"store URI {uri!r} must be milvus:///path/lib.db (a local file) or milvus://host:19530")
     rest = uri[len("milvus://"):]
@@ -75,13 +80,13 @@ def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path]
         db = Path(rest)
         if db.suffix != ".db":
             raise StoreError(f"store URI {uri!r}: a local Milvus Lite store is a file ending in .db")
-        return str(db), Path(store_dir) if store_dir else db.with_suffix(".store")
+        return str(db), store_dir if store_dir else db.with_suffix(".store")
     if not rest or "/" in rest.rstrip("/"):
         raise StoreError(f"store URI {uri!r}: expected milvus://host:port")
     if store_dir is None:
         raise StoreError(f"store {uri!r} is a Milvus server: give the folder for the videos' memories "
                          "(--store-dir, shared by every worker)")
-    return "http://" + rest.rstrip("/"), Path(store_dir)
+    return "http://" + rest.rstrip("/"), store_dir
 
 
 _LITE_OPEN: dict[str, int] = {}  # Milvus Lite file → stores of this process that have it open
@@ -134,7 +139,8 @@ def _filter_eq(field: str, value: str) -> str:
 
 
 class MilvusStore:
-    """Retrieval keys of many videos in one Milvus collection; their memories in ``store_dir``.
+    """Retrieval keys of many videos in one Milvus collection; their memories in ``store_dir`` (a folder or
+    an object-store URL).
 
     Keys are L2-normalised and searched by inner product (cosine). ``index_type`` picks the
     Milvus index for the keys collection (``AUTOINDEX`` unless the deployment wants another).
@@ -144,6 +150,7 @@ class MilvusStore:
                  index_params: dict[str, Any] | None = None) -> None:
         self.uri = uri
         target, self.store_dir = parse_uri(uri, store_dir)
+        self.memories = memories_at(self.store_dir)  # where each video's saved memory lives
         self._target = target
         self._closed = False
         self.client = _client(target)
@@ -162,9 +169,10 @@ class MilvusStore:
         return self._dim
 
     def video_dir(self, video_id: str) -> Path:
-        """The folder of one video's saved memory."""
+        """A local folder holding one video's saved memory (from an object store: its copy in the local
+        cache, downloaded if not there yet)."""
         _filter_eq("video_id", video_id)
-        return self.store_dir / video_id
+        return self.memories.local_dir(video_id)
 
     # ---- schema --------------------------------------------------------------------------
     def _ensure(self, dim: int) -> None:

@@ -2,7 +2,8 @@
 
 Each actor loads one set of models (the preset's Video-LLM and retrieval encoder) and indexes
 one file at a time with the same pipeline as ``streamvid index``: a fresh ``StreamAgent`` over
-those models ingests the file and saves its memory under the store folder. The driver writes
+those models ingests the file and saves its memory under the store folder (or uploads it to the
+store's object-store URL). The driver writes
 the file's keys into Milvus (one writer, so a Milvus Lite file works from many workers), shows
 progress, retries a failed file once on a fresh actor while the others carry on, and skips
 files whose content hash is already in the store.
@@ -14,7 +15,6 @@ import glob
 import hashlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from streamvid.errors import ConfigError, SourceError
+from streamvid.library.objects import memories_at
 from streamvid.library.store import MilvusStore, VideoRecord, key_rows
 
 log = logging.getLogger("streamvid.library")
@@ -67,14 +68,14 @@ class IndexWorker:
     Used as a Ray actor (``ray.remote(IndexWorker)``); plain calls work too (one process).
     """
 
-    def __init__(self, preset: str, overrides: dict[str, Any], store_dir: str) -> None:
+    def __init__(self, preset: str, overrides: dict[str, Any], store_dir: str | Path) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from streamvid.agent import StreamAgent
         from streamvid.config import preset_config
 
         self.config = preset_config(preset, **overrides)
         self.preset = preset
-        self.store_dir = Path(store_dir)
+        self.memories = memories_at(store_dir)
         self._models = StreamAgent(self.config)  # loads the models once; every file reuses them
         self._models.memory.close()
 
@@ -82,7 +83,8 @@ class IndexWorker:
         return os.getpid()
 
     def index(self, path: str, video_id: str, progress: Any = None) -> dict[str, Any]:
-        """Ingest ``path``, save its memory as ``<store dir>/<video_id>`` and return its key rows and counts.
+        """Ingest ``path``, save its memory as ``<store dir>/<video_id>`` (a folder, or objects under an
+        object-store URL) and return its key rows and counts.
 
         ``progress``: a queue (``ray.util.queue.Queue``) that gets (video_id, frames so far, pid).
         """
@@ -102,14 +104,7 @@ class IndexWorker:
             stats = agent.ingest(path, progress=False, on_frames=tick)
             rows = key_rows(agent.memory)
             duration = float(agent.memory.now or 0.0)
-            final = self.store_dir / video_id
-            for stale in self.store_dir.glob(f".{video_id}.partial-*"):  # left by a worker that died here
-                shutil.rmtree(stale, ignore_errors=True)
-            partial = self.store_dir / f".{video_id}.partial-{os.getpid()}"
-            agent.memory.save(str(partial))
-        if final.exists():  # an earlier try of this same file wrote it; ours replaces it
-            shutil.rmtree(final)
-        partial.rename(final)
+            self.memories.save(agent.memory, video_id)  # replaces an earlier try's copy; atomic for readers
         if progress is not None:
             progress.put((video_id, frames, os.getpid()))
         return {"video_id": video_id, "path": path, "rows": rows, "frames": int(stats["frames_seen"]),
@@ -202,7 +197,11 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
     preset_name = config.model if preset == "auto" else preset
     files = expand_paths(paths)
     store = MilvusStore(uri, store_dir=store_dir)
-    store.store_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        store.memories.prepare()  # the folder made, or the object store reached, before any work starts
+    except BaseException:
+        store.close()
+        raise
     t_start = time.perf_counter()
     progress = Progress(files_total=len(files))
     todo: list[tuple[str, str]] = []
@@ -210,7 +209,8 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
     ids_seen: set[str] = set()
     for f in files:
         vid = content_id(f)
-        if vid in ids_seen or store.has_video(vid):
+        # a video counts as indexed when its keys are in Milvus and its memory is complete (has its manifest)
+        if vid in ids_seen or (store.has_video(vid) and store.memories.has(vid)):
             skipped.append(str(f))
         else:
             ids_seen.add(vid)

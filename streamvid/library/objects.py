@@ -1,0 +1,285 @@
+"""Where a library keeps each video's saved memory: a local folder or an object-store URL.
+
+Either way a video's memory is the folder ``MemoryBank.save`` writes (``manifest.json``,
+``state.json``, ``tensors.safetensors``, ``index.faiss``, ``archive/…``), at ``<root>/<video id>/``.
+
+- A local folder (``/data/lib.store``): ``MemoryBank.save`` itself writes it (a hidden copy
+  renamed into place; a folder holding files streamvid did not write is refused).
+- An object store (``s3://bucket/prefix``, ``gs://…``, ``az://…``, ``file://…``, any fsspec URL;
+  endpoint and credentials come the filesystem's own way: ``AWS_*`` variables, ``~/.aws``,
+  ``gcloud`` login, or fsspec's ``FSSPEC_<PROTOCOL>_<OPTION>`` variables). A worker saves the
+  memory into a local temporary folder, then uploads it: streamvid's mark object first, then
+  it removes the earlier manifest (from here on the video reads as absent), uploads every file
+  the manifest lists, the manifest last, then removes the files only the earlier manifest listed,
+  and the mark. A memory without its manifest is absent — an upload that stopped midway is
+  never read, and the video is indexed again. Nothing outside the names a streamvid memory holds
+  is written or removed, and a video prefix holding objects but neither a manifest nor the
+  mark (not streamvid's) is refused.
+  A reader downloads the files its manifest lists into a local cache folder named by the video
+  id and the manifest's hash (a re-indexed video gets a new folder), checks each against the
+  manifest's size and SHA-256, and loads it with the ordinary loader, which checks again.
+  The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``); it
+  keeps the newest copy of each video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from streamvid.errors import ObjectStoreError, StoreError, StreamvidError
+from streamvid.memory.persist import FORMAT_NAME, MANIFEST, _read_manifest
+
+log = logging.getLogger("streamvid.library")
+
+UPLOAD_MARK = ".streamvid-uploading"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_VIDEO_ID = re.compile(r"[0-9a-f]{8,64}")
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """Whether a store dir names an object store (``scheme://…``) rather than a local folder."""
+    return isinstance(location, str) and bool(_URL.match(location))
+
+
+def memories_at(location: str | os.PathLike,
+                storage_options: dict[str, Any] | None = None) -> LocalMemories | ObjectMemories:
+    """The per-video memories of a store dir: a local folder, or an object-store URL."""
+    if is_url(location):
+        return ObjectMemories(str(location), storage_options=storage_options)
+    return LocalMemories(Path(location))
+
+
+def _check_id(video_id: str) -> str:
+    if not isinstance(video_id, str) or not _VIDEO_ID.fullmatch(video_id):
+        raise StoreError(f"{video_id!r} is not a video id (hex content hash)")
+    return video_id
+
+
+class LocalMemories:
+    """Memories in a local (or mounted) folder: ``<root>/<video id>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def prepare(self) -> None:
+        """Make the folder (the driver does this before workers start)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def has(self, video_id: str) -> bool:
+        """Whether a complete memory of ``video_id`` is there (its manifest is written last)."""
+        return (self.root / _check_id(video_id) / MANIFEST).is_file()
+
+    def save(self, bank: Any, video_id: str) -> None:
+        """Save ``bank`` as ``video_id``'s memory, replacing an earlier save of it."""
+        bank.save(str(self.root / _check_id(video_id)))
+
+    def local_dir(self, video_id: str) -> Path:
+        """The folder to load ``video_id``'s memory from."""
+        return self.root / _check_id(video_id)
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("STREAMVID_CACHE_DIR") or Path.home() / ".cache" / "streamvid") / "objects"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ObjectMemories:
+    """Memories under an fsspec URL: ``<url>/<video id>/<file>`` objects, fetched into a local cache.
+
+    ``storage_options`` go to the filesystem (e.g. ``{"client_kwargs": {"endpoint_url": …}}`` for s3);
+    ``cache_dir`` defaults to ``$STREAMVID_CACHE_DIR/objects``.
+    """
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.location = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.cache_root = Path(cache_dir) if cache_dir else _default_cache()
+        # one cache folder per store URL: the same video may be indexed into two stores with two presets
+        self.cache = self.cache_root / hashlib.sha256(self.location.encode()).hexdigest()[:12]
+        with self._io(self.location, "cannot open the object store"):
+            import fsspec
+
+            self.fs, self.root = fsspec.core.url_to_fs(self.location, **self.storage_options)
+        self.root = self.root.rstrip("/")
+        self._prepared = False
+
+    # ---- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _io(self, url: str, what: str) -> Iterator[None]:
+        """Any filesystem failure (unreachable endpoint, credentials, missing bucket or object) → ObjectStoreError."""
+        try:
+            yield
+        except StreamvidError:
+            raise
+        except ImportError as exc:
+            raise ObjectStoreError(url, f"{what}: {exc} (install the filesystem package for this URL: "
+                                        "s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
+        except Exception as exc:  # each filesystem raises its own types (botocore, aiohttp, OSError, …)
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ObjectStoreError(url, f"{what} ({type(exc).__name__}{': ' + cause if cause else ''})") from exc
+
+    def _path(self, video_id: str, name: str = "") -> str:
+        return f"{self.root}/{_check_id(video_id)}" + (f"/{name}" if name else "")
+
+    def url(self, video_id: str, name: str = "") -> str:
+        """The URL of ``video_id``'s memory (or one file of it), for messages."""
+        return f"{self.location}/{_check_id(video_id)}" + (f"/{name}" if name else "")
+
+    def _read_remote_manifest(self, video_id: str) -> bytes | None:
+        """The manifest's bytes, or None when the video has none (never indexed, or an upload that did not finish)."""
+        path = self._path(video_id, MANIFEST)
+        with self._io(self.url(video_id, MANIFEST), "cannot read"):
+            self.fs.invalidate_cache(self._path(video_id))
+            try:
+                return self.fs.cat_file(path)
+            except FileNotFoundError:
+                pass
+        self.prepare(create=False)  # no manifest: a missing bucket or prefix is an error, not an absent video
+        return None
+
+    # ---- the driver ----------------------------------------------------------------------
+    def prepare(self, create: bool = True) -> None:
+        """Check the store is reachable with these credentials (the bucket must exist; nothing is created
+        but, with ``create``, the folder of a ``file://`` URL)."""
+        if self._prepared:
+            return
+        with self._io(self.location, "cannot reach the object store"):
+            if create and self._local_fs():
+                self.fs.makedirs(self.root, exist_ok=True)
+            if not self.fs.find(self.root, maxdepth=1):  # a listing: an unreachable endpoint, bad credentials fail here
+                top = self.root if self._local_fs() else self.root.split("/")[0]  # the bucket
+                if not self.fs.exists(top):
+                    raise ObjectStoreError(self.location, f"cannot reach the object store ({top} does not exist: "
+                                                          "create the bucket first)")
+        self._prepared = True
+
+    def has(self, video_id: str) -> bool:
+        """Whether a complete memory of ``video_id`` is there (its manifest is uploaded last)."""
+        with self._io(self.url(video_id, MANIFEST), "cannot check"):
+            self.fs.invalidate_cache(self._path(video_id))
+            return bool(self.fs.exists(self._path(video_id, MANIFEST)))
+
+    # ---- a worker ------------------------------------------------------------------------
+    def save(self, bank: Any, video_id: str) -> None:
+        """Save ``bank`` into a local temporary folder, then upload it as ``video_id``'s memory (manifest last)."""
+        self.prepare()
+        with tempfile.TemporaryDirectory(prefix="streamvid-upload-") as tmp:
+            folder = Path(tmp) / _check_id(video_id)
+            bank.save(str(folder))
+            self.upload(folder, video_id)
+
+    def upload(self, folder: Path, video_id: str) -> None:
+        """Upload a saved memory ``folder`` as ``video_id``'s, so that no reader sees it half written."""
+        manifest = _read_manifest(folder)
+        names = sorted(manifest["files"])
+        prefix = self._path(video_id)
+        with self._io(self.url(video_id), "cannot upload the memory"):
+            self.fs.invalidate_cache(prefix)
+            present = {p[len(prefix) + 1:] for p in self.fs.find(prefix)}
+            if present and MANIFEST not in present and UPLOAD_MARK not in present:
+                raise ObjectStoreError(self.url(video_id), "refusing to write there: it holds "
+                                       f"{sorted(present)[0]}, which streamvid did not write (no {MANIFEST}); "
+                                       "move it away or use another --store-dir")
+            old: set[str] = set()
+            if MANIFEST in present:
+                try:
+                    old = set(json.loads(self.fs.cat_file(f"{prefix}/{MANIFEST}"))["files"])
+                except (ValueError, KeyError, TypeError):
+                    old = set()  # a damaged manifest of ours: its files are overwritten or left
+            if self._local_fs():  # object stores have no folders; a file:// URL's are made here
+                for parent in sorted({prefix} | {f"{prefix}/{n}".rsplit("/", 1)[0] for n in names}):
+                    self.fs.makedirs(parent, exist_ok=True)
+            mark = json.dumps({"format": FORMAT_NAME, "host": socket.gethostname(), "pid": os.getpid()}).encode()
+            self.fs.pipe_file(f"{prefix}/{UPLOAD_MARK}", mark)
+            if MANIFEST in present:
+                self.fs.rm_file(f"{prefix}/{MANIFEST}")  # the video is absent until the new manifest lands
+            for name in names:
+                self.fs.put_file(str(folder / name), f"{prefix}/{name}")
+            self.fs.put_file(str(folder / MANIFEST), f"{prefix}/{MANIFEST}")
+            for name in sorted(old - set(names)):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(f"{prefix}/{name}")
+            self.fs.rm_file(f"{prefix}/{UPLOAD_MARK}")
+            self.fs.invalidate_cache(prefix)
+        log.debug("uploaded %d files of %s", len(names) + 1, self.url(video_id))
+
+    def _local_fs(self) -> bool:
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool({"file", "local"} & set(protocol))
+
+    # ---- a reader ------------------------------------------------------------------------
+    def local_dir(self, video_id: str) -> Path:
+        """A local folder holding ``video_id``'s memory, downloaded into the cache unless already there."""
+        raw = self._read_remote_manifest(video_id)
+        if raw is None:
+            raise ObjectStoreError(self.url(video_id), f"no saved memory there ({MANIFEST} is missing: the video "
+                                   "was never indexed into this store, or its upload did not finish); index it again")
+        key = hashlib.sha256(raw).hexdigest()[:16]
+        final = self.cache / f"{video_id}-{key}"
+        if (final / MANIFEST).is_file():
+            return final
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache / f".{video_id}-{key}.partial-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            self._download(video_id, raw, tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / MANIFEST).is_file():  # another reader placed it first, or a real failure
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._drop_older(video_id, keep=final)
+        return final
+
+    def _download(self, video_id: str, raw: bytes, into: Path) -> None:
+        (into / MANIFEST).write_bytes(raw)
+        try:
+            manifest = _read_manifest(into)  # format, version and every name checked before any is used as a path
+        except StreamvidError as exc:
+            raise ObjectStoreError(self.url(video_id, MANIFEST), f"not a streamvid memory manifest ({exc})") from exc
+        for name, info in sorted(manifest["files"].items()):
+            url = self.url(video_id, name)
+            dest = into / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with self._io(url, "cannot download"):
+                try:
+                    self.fs.get_file(self._path(video_id, name), str(dest))
+                except FileNotFoundError:
+                    raise ObjectStoreError(url, f"missing (listed in {MANIFEST}); index the video again") from None
+            size = dest.stat().st_size
+            if size != info["bytes"] or _sha256_file(dest) != info["sha256"]:
+                raise ObjectStoreError(url, f"damaged: {size} bytes, not matching the size ({info['bytes']}) and "
+                                       f"checksum in {MANIFEST} (changed after indexing?); index the video again")
+        log.debug("fetched %s into %s", self.url(video_id), into)
+
+    def _drop_older(self, video_id: str, keep: Path) -> None:
+        """Remove earlier cached copies of ``video_id`` (streamvid's own cache folders, by name)."""
+        pattern = re.compile(rf"{video_id}-[0-9a-f]{{16}}")
+        for p in self.cache.iterdir():
+            if p != keep and pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
