@@ -40,9 +40,12 @@ class PromptBlock(TokenSet):
     sizes=None)``; Dimensions and dtypes as :class:`~streamvid.types.TokenSet` (``token_times`` is
     its ``times``; sizes default to 1). event_id is the memory event the tokens came from (-1 for
     short-term frames). Times and positions given as arrays or lists are taken as tensors once, here.
+    ``source`` names the video the block comes from when a prompt mixes videos (a library answer);
+    it is written before the block's time label. "" (the default): the agent's own stream.
     """
 
     error = ModelError
+    source = ""
 
     def __init__(self, t_start: float, t_end: float, tokens: torch.Tensor, token_times: torch.Tensor | np.ndarray,
                  positions: torch.Tensor | np.ndarray, grid: tuple[int, int], event_id: int = -1,
@@ -155,8 +158,9 @@ class PromptInputs:
 
 
 def sort_blocks(blocks: Sequence[PromptBlock]) -> list[PromptBlock]:
-    """Blocks in chronological order (by start, then end, then event id), whatever order they came in."""
-    return sorted(blocks, key=lambda b: (b.t_start, b.t_end, b.event_id))
+    """Blocks in chronological order (by start, then end, then event id), whatever order they came in;
+    blocks of several videos (``source``) video by video, each in time order."""
+    return sorted(blocks, key=lambda b: (b.source, b.t_start, b.t_end, b.event_id))
 
 
 def order_block_tokens(block: PromptBlock) -> torch.Tensor:
@@ -184,7 +188,8 @@ def build_messages(
         messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant_text}]})
     content: list[dict] = []
     for block in blocks:
-        content.append({"type": "text", "text": format_span(block.t_start, block.t_end) + " "})
+        label = f"{block.source} " if block.source else ""
+        content.append({"type": "text", "text": label + format_span(block.t_start, block.t_end) + " "})
         content.append({"type": content_type})
         content.append({"type": "text", "text": "\n"})
     if now is not None:

@@ -41,10 +41,10 @@ def ask_store_command(args: argparse.Namespace, question: str, overrides: dict[s
     with Library(args.store, store_dir=args.store_dir, **overrides) as lib:
         answer = lib.ask(question, video=args.video)
     if args.json:
-        print(json.dumps({"answer": answer.text, "video_id": answer.video_id, "timings": answer.timings,
-                          "citations": [c.__dict__ for c in answer.citations]}))
+        print(json.dumps({"answer": answer.text, "video_id": answer.video_id, "videos": answer.videos,
+                          "timings": answer.timings, "citations": [c.__dict__ for c in answer.citations]}))
         return 0
     print(answer.text or "(no answer)")
-    if answer.citations:
-        print("Cited: " + ", ".join(f"{c.path} {format_span(c.t_start, c.t_end)}" for c in answer.citations))
+    for c in answer.citations:
+        print(f"  {c.path} (video {c.video_id[:12]}) {format_span(c.t_start, c.t_end)}")
     return 0

@@ -3,7 +3,9 @@
 Milvus holds two collections:
 
 - ``keys``: one row per retrieval key of every indexed video — the event key, the kept frame
-  keys and the caption (text) keys — with (video id, event id, kind, t_start, t_end).
+  keys and the caption (text) keys — with (video id, event id, slot, kind, t_start, t_end); the
+  slot is the key's place in its event as the memory bank numbers it (0 the event key, 1.. the
+  frame keys, from ``TEXT_SLOT0`` on the caption keys), so (event id, slot) is the bank's key id.
 - ``videos``: one row per fully indexed video (its content-hash id, path, counts, duration),
   with the video's mean event key as its vector (Milvus wants one vector field per collection).
 
@@ -57,7 +59,8 @@ class VideoRecord:
 
 @dataclass(frozen=True)
 class KeyHit:
-    """One search result: a stored key's video, event, kind, time span and inner-product score."""
+    """One search result: a stored key's video, event, kind, time span and inner-product score (slot: the
+    key's place in its event, see the module docstring)."""
 
     video_id: str
     event_id: int
@@ -65,6 +68,7 @@ class KeyHit:
     t_start: float
     t_end: float
     score: float
+    slot: int = 0
 
 
 def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path | str]:
@@ -104,6 +108,8 @@ def _client(target: str) -> Any:
         # Milvus Lite's in-process server logs each RPC it does not implement (pymilvus asks for
         # timestamps it can do without) as an error; those are not the store's errors
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        # nor is its query iterator's note that Lite keeps no server-side session timestamp
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     try:
         client = MilvusClient(target)
     except Exception as exc:
@@ -160,6 +166,10 @@ class MilvusStore:
         if self.client.has_collection(KEYS):
             fields = self.client.describe_collection(KEYS)["fields"]
             self._dim = next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
+            if not any(f["name"] == "slot" for f in fields):
+                self.close()
+                raise StoreError(f"{uri} was written by an older streamvid (its keys have no slot); index the "
+                                 "library again into a new store")
             for name in (KEYS, VIDEOS):  # a reopened file starts with its collections released
                 self.client.load_collection(name)
 
@@ -187,6 +197,7 @@ class MilvusStore:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("video_id", DataType.VARCHAR, max_length=64)
         schema.add_field("event_id", DataType.INT64)
+        schema.add_field("slot", DataType.INT64)
         schema.add_field("kind", DataType.VARCHAR, max_length=16)
         schema.add_field("t_start", DataType.DOUBLE)
         schema.add_field("t_end", DataType.DOUBLE)
@@ -214,12 +225,14 @@ class MilvusStore:
     def write_video(self, record: VideoRecord, rows: dict[str, np.ndarray]) -> None:
         """Replace every key of ``record.video_id`` with ``rows`` and mark the video indexed.
 
-        rows: ``vector`` [n, d] float32, ``event_id`` [n] int, ``kind`` [n] str, ``t_start``/``t_end`` [n].
+        rows: ``vector`` [n, d] float32, ``event_id`` [n] int, ``kind`` [n] str, ``t_start``/``t_end`` [n],
+        optionally ``slot`` [n] int (else 0 for event keys, 1 for frame keys, ``TEXT_SLOT0`` for captions).
         """
         vectors = np.ascontiguousarray(rows["vector"], dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
             raise StoreError(f"video {record.video_id}: no keys to store")
         self._ensure(vectors.shape[1])
+        slots = _slots(rows)
         flt = _filter_eq("video_id", record.video_id)
         self.client.delete(VIDEOS, filter=flt)
         self.client.delete(KEYS, filter=flt)
@@ -227,8 +240,8 @@ class MilvusStore:
         for lo in range(0, n, _INSERT_BATCH):
             hi = min(n, lo + _INSERT_BATCH)
             self.client.insert(KEYS, [
-                {"video_id": record.video_id, "event_id": int(rows["event_id"][i]), "kind": str(rows["kind"][i]),
-                 "t_start": float(rows["t_start"][i]), "t_end": float(rows["t_end"][i]),
+                {"video_id": record.video_id, "event_id": int(rows["event_id"][i]), "slot": slots[i],
+                 "kind": str(rows["kind"][i]), "t_start": float(rows["t_start"][i]), "t_end": float(rows["t_end"][i]),
                  "vector": vectors[i].tolist()}
                 for i in range(lo, hi)
             ])
@@ -246,10 +259,11 @@ class MilvusStore:
         (benchmarks fill a store this way)."""
         vectors = np.ascontiguousarray(rows["vector"], dtype=np.float32)
         self._ensure(vectors.shape[1])
+        slots = _slots(rows)
         for lo in range(0, len(vectors), _INSERT_BATCH):
             hi = min(len(vectors), lo + _INSERT_BATCH)
             self.client.insert(KEYS, [
-                {"video_id": str(rows["video_id"][i]), "event_id": int(rows["event_id"][i]),
+                {"video_id": str(rows["video_id"][i]), "event_id": int(rows["event_id"][i]), "slot": slots[i],
                  "kind": str(rows["kind"][i]), "t_start": float(rows["t_start"][i]),
                  "t_end": float(rows["t_end"][i]), "vector": vectors[i].tolist()} for i in range(lo, hi)])
         self.client.flush(KEYS)
@@ -289,12 +303,42 @@ class MilvusStore:
         queries = l2_normalise(queries)
         res = self.client.search(
             KEYS, data=queries.tolist(), limit=int(k), filter=_filter_eq("video_id", video_id) if video_id else "",
-            output_fields=["video_id", "event_id", "kind", "t_start", "t_end"],
+            output_fields=["video_id", "event_id", "slot", "kind", "t_start", "t_end"],
             search_params={"metric_type": "IP", "params": search_params or {}})
         return [[KeyHit(video_id=h["entity"]["video_id"], event_id=int(h["entity"]["event_id"]),
                         kind=h["entity"]["kind"], t_start=float(h["entity"]["t_start"]),
-                        t_end=float(h["entity"]["t_end"]), score=float(h["distance"])) for h in hits]
+                        t_end=float(h["entity"]["t_end"]), score=float(h["distance"]),
+                        slot=int(h["entity"]["slot"])) for h in hits]
                 for hits in res]
+
+    def video_keys(self, video_id: str | None = None, *, event_range: tuple[int, int] | None = None,
+                   vectors: bool = True) -> dict[str, np.ndarray]:
+        """The stored key rows of one video (or all), optionally only events in [lo, hi), ordered by
+        (video id, event id, slot): ``id`` (the row's primary key), ``video_id``, ``event_id``, ``slot``,
+        ``kind``, ``t_start``, ``t_end`` [n] and, with ``vectors``, ``vector`` [n, d]."""
+        names = ["id", "video_id", "event_id", "slot", "kind", "t_start", "t_end"] + (["vector"] if vectors else [])
+        if self._dim is None:
+            return _columns([], names, 0)
+        flt = _filter_eq("video_id", video_id) if video_id else 'video_id != ""'
+        if event_range is not None:
+            flt += f" and event_id >= {int(event_range[0])} and event_id < {int(event_range[1])}"
+        it = self.client.query_iterator(KEYS, batch_size=_INSERT_BATCH, filter=flt, output_fields=names)
+        rows: list[dict[str, Any]] = []
+        try:
+            while batch := it.next():
+                rows.extend(batch)
+        finally:
+            it.close()
+        rows.sort(key=lambda r: (r["video_id"], r["event_id"], r["slot"]))
+        return _columns(rows, names, self._dim)
+
+    def delete_keys(self, row_ids: np.ndarray) -> int:
+        """Delete key rows by primary key (``video_keys()["id"]``); returns how many were asked for."""
+        row_ids = [int(i) for i in np.atleast_1d(row_ids)]
+        if row_ids and self._dim is not None:
+            self.client.delete(KEYS, ids=row_ids)
+            self.client.flush(KEYS)
+        return len(row_ids)
 
     def close(self) -> None:
         """Close the connection; a Milvus Lite file is released for other processes once this process
@@ -313,12 +357,36 @@ class MilvusStore:
         self.close()
 
 
+def _slots(rows: dict[str, Any]) -> list[int]:
+    """Each row's slot: given, or the first slot of its kind."""
+    from streamvid.memory.bank import TEXT_SLOT0
+
+    if "slot" in rows:
+        return [int(x) for x in rows["slot"]]
+    first = {KIND_EVENT: 0, KIND_FRAME: 1, KIND_CAPTION: TEXT_SLOT0}
+    return [first[str(k)] for k in rows["kind"]]
+
+
+def _columns(rows: list[dict[str, Any]], names: list[str], dim: int) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "vector":
+            out[name] = np.asarray([r[name] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+        elif name in ("video_id", "kind"):
+            out[name] = np.asarray([r[name] for r in rows], dtype=object)
+        elif name in ("t_start", "t_end"):
+            out[name] = np.asarray([r[name] for r in rows], dtype=np.float64)
+        else:
+            out[name] = np.asarray([r[name] for r in rows], dtype=np.int64)
+    return out
+
+
 def key_rows(bank: Any) -> dict[str, np.ndarray]:
     """Every retrieval key of a memory bank with its event and time span.
 
     The bank's index packs ids as ``event_id << SLOT_BITS | slot`` (slot 0 the event key, 1.. the
     frame keys, from ``TEXT_SLOT0`` on the caption keys); the span is the event's.
-    Returns ``vector`` [n, d], ``event_id`` [n], ``kind`` [n], ``t_start`` [n], ``t_end`` [n].
+    Returns ``vector`` [n, d], ``event_id`` [n], ``slot`` [n], ``kind`` [n], ``t_start`` [n], ``t_end`` [n].
     """
     from streamvid.memory.bank import SLOT_BITS, TEXT_SLOT0
 
@@ -327,5 +395,5 @@ def key_rows(bank: Any) -> dict[str, np.ndarray]:
     event_id = ids >> SLOT_BITS
     slot = ids & ((1 << SLOT_BITS) - 1)
     kind = np.where(slot == 0, KIND_EVENT, np.where(slot >= TEXT_SLOT0, KIND_CAPTION, KIND_FRAME))
-    return {"vector": keys, "event_id": event_id, "kind": kind,
+    return {"vector": keys, "event_id": event_id, "slot": slot, "kind": kind,
             "t_start": snap._t0[event_id], "t_end": snap._t1[event_id]}

@@ -106,11 +106,14 @@ class MemoryBank:
     text_encoder:  list[str] → Tensor [B, k] (for text search); image_encoder: uint8 [B, H, W, 3] → [B, k]
     recall_bonus:  an event recalled r times is evicted as if it were r·recall_bonus events younger
     index_exact_max: keys up to which the index searches exactly (IVF above)
+    index, archive: a key index and an event archive to use instead of a new FAISS ``KeyIndex`` and a new
+                   ``EventArchive`` (same methods; e.g. a library store's keys, see ``MemoryBank.over``)
     """
 
     def __init__(self, config: AgentConfig, *, key_dim: int, token_dim: int,
                  text_encoder: TextEncoder | None = None, image_encoder: ImageEncoder | None = None,
-                 recall_bonus: int = 8, index_exact_max: int = 20_000) -> None:
+                 recall_bonus: int = 8, index_exact_max: int = 20_000, index: Any = None,
+                 archive: Any = None) -> None:
         if key_dim < 1 or token_dim < 1:  # the config's own fields are checked by AgentConfig
             raise ConfigError(f"key_dim and token_dim must be >= 1, got {key_dim}, {token_dim}")
         self.config = config
@@ -140,11 +143,30 @@ class MemoryBank:
         self._long_tokens = 0
         self._table = EventTable()
         self._text_keys: dict[int, int] = {}
-        self.index = KeyIndex(key_dim, exact_max=index_exact_max, device=config.device, seed=config.seed)
-        self.archive = EventArchive(config.archive_dir, config.archive_max_bytes)
+        self.index = index if index is not None else KeyIndex(key_dim, exact_max=index_exact_max,
+                                                              device=config.device, seed=config.seed)
+        self.archive = archive if archive is not None else EventArchive(config.archive_dir, config.archive_max_bytes)
         self._frames_seen = 0
         self._frames_kept = 0
         self._last_t: float | None = None
+
+    @classmethod
+    def over(cls, config: AgentConfig, *, key_dim: int, token_dim: int, index: Any, archive: Any,
+             text_encoder: TextEncoder | None = None, image_encoder: ImageEncoder | None = None) -> MemoryBank:
+        """A bank whose long-term memory is an existing key index and event archive, e.g. a library
+        store's keys of one video and that video's saved events read in place (``streamvid.library.index``).
+
+        ``archive.spans()`` gives (t_start [n], t_end [n], stored [n] bool) for event ids 0..n-1; every
+        stored event is served from the archive, loaded only when a read returns it. The bank holds no
+        short-term frames and no open event; it is for reading (search, retrieval, answers).
+        """
+        bank = cls(config, key_dim=key_dim, token_dim=token_dim, text_encoder=text_encoder,
+                   image_encoder=image_encoder, index=index, archive=archive)
+        t0, t1, stored = archive.spans()
+        for i in range(len(t0)):
+            bank._table.add(i, float(t0[i]), float(t1[i]), ARCHIVED if stored[i] else DELETED)
+        bank._last_t = float(np.max(t1)) if len(t1) else None
+        return bank
 
     # ---- write path ------------------------------------------------------------------------
     def write(self, frame: FrameTokens, key: torch.Tensor | np.ndarray,
@@ -411,15 +433,7 @@ class MemoryBank:
             if not isinstance(meta, dict):
                 raise TypeError("meta is not a mapping")
             if config is None:
-                saved = meta["config"]
-                if not isinstance(saved, dict):
-                    raise TypeError("config is not a mapping")
-                names = {f.name for f in dataclasses.fields(AgentConfig)}
-                saved = {k: v for k, v in saved.items() if k in names}
-                saved["device"] = available_device(saved.get("device", "cpu"))
-                if "backend" not in saved:  # saved before AgentConfig.backend existed: the preset implies it
-                    saved["backend"] = PRESETS.get(saved.get("preset", ""), {}).get("backend", "vlm")
-                config = AgentConfig(**{**saved, "archive_dir": None})
+                config = saved_config(meta["config"])
             args = {name: _int(meta, name) for name in ("key_dim", "token_dim", "recall_bonus", "index_exact_max")}
             bank = cls(config, text_encoder=text_encoder, image_encoder=image_encoder, **args)
         except (StreamvidError, KeyError, TypeError, ValueError) as e:
@@ -666,6 +680,19 @@ def available_device(device: object) -> str:
         log.info("memory was saved with device %r, which is not available here; loading it on the CPU", device)
         return "cpu"
     return device
+
+
+def saved_config(saved: object) -> AgentConfig:
+    """The AgentConfig of a saved memory's meta ``config``, with no archive directory, on the CPU when
+    the saved device is not available here. TypeError / ValueError / ConfigError when malformed."""
+    if not isinstance(saved, dict):
+        raise TypeError("config is not a mapping")
+    names = {f.name for f in dataclasses.fields(AgentConfig)}
+    saved = {k: v for k, v in saved.items() if k in names}
+    saved["device"] = available_device(saved.get("device", "cpu"))
+    if "backend" not in saved:  # saved before AgentConfig.backend existed: the preset implies it
+        saved["backend"] = PRESETS.get(saved.get("preset", ""), {}).get("backend", "vlm")
+    return AgentConfig(**{**saved, "archive_dir": None})
 
 
 def _int(meta: dict[str, Any], name: str, lo: int = 0) -> int:
