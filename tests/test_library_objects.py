@@ -158,6 +158,12 @@ def test_foreign_video_prefix_is_refused_and_left_alone(s3, indexed, tmp_path):
     with pytest.raises(ObjectStoreError, match="streamvid did not write"):
         mem.upload(folder, other)
     assert _objects(fs, other) == {"state.json": b"someone else's"}
+    # another tool's manifest.json does not make the prefix streamvid's
+    theirs = json.dumps({"format": "other-tool", "files": {"state.json": {}}}).encode()
+    fs.pipe_file(f"bucket/lib/{other}/manifest.json", theirs)
+    with pytest.raises(ObjectStoreError, match="streamvid did not write"):
+        mem.upload(folder, other)
+    assert _objects(fs, other) == {"state.json": b"someone else's", "manifest.json": theirs}
 
 
 def test_corrupt_or_missing_object_is_a_clear_error(s3, indexed, tmp_path):
@@ -217,6 +223,11 @@ def test_file_url_round_trip(s3, indexed, tmp_path):
     mem.prepare()
     (tmp_path / "objects" / "keep.txt").write_text("not streamvid's")
     mem.save(src, vid)
+    # an earlier manifest naming a path outside the video's prefix: the next upload removes only plain names
+    remote = tmp_path / "objects" / vid / "manifest.json"
+    doc = json.loads(remote.read_text())
+    doc["files"]["../keep.txt"] = {"bytes": 1, "sha256": "0" * 64}
+    remote.write_text(json.dumps(doc))
     mem.save(src, vid)  # a second upload replaces the first
     back = MemoryBank.load(str(mem.local_dir(vid)))
     try:

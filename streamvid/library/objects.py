@@ -46,6 +46,7 @@ log = logging.getLogger("streamvid.library")
 UPLOAD_MARK = ".streamvid-uploading"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _VIDEO_ID = re.compile(r"[0-9a-f]{8,64}")
+_PLAIN_NAME = re.compile(r"(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*")  # no "." or ".." part
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -197,16 +198,11 @@ class ObjectMemories:
         with self._io(self.url(video_id), "cannot upload the memory"):
             self.fs.invalidate_cache(prefix)
             present = {p[len(prefix) + 1:] for p in self.fs.find(prefix)}
-            if present and MANIFEST not in present and UPLOAD_MARK not in present:
+            ours, old = self._ours(prefix, present)
+            if present and not ours:
                 raise ObjectStoreError(self.url(video_id), "refusing to write there: it holds "
-                                       f"{sorted(present)[0]}, which streamvid did not write (no {MANIFEST}); "
-                                       "move it away or use another --store-dir")
-            old: set[str] = set()
-            if MANIFEST in present:
-                try:
-                    old = set(json.loads(self.fs.cat_file(f"{prefix}/{MANIFEST}"))["files"])
-                except (ValueError, KeyError, TypeError):
-                    old = set()  # a damaged manifest of ours: its files are overwritten or left
+                                       f"{sorted(present)[0]}, which streamvid did not write (no streamvid "
+                                       f"{MANIFEST}); move it away or use another --store-dir")
             if self._local_fs():  # object stores have no folders; a file:// URL's are made here
                 for parent in sorted({prefix} | {f"{prefix}/{n}".rsplit("/", 1)[0] for n in names}):
                     self.fs.makedirs(parent, exist_ok=True)
@@ -223,6 +219,25 @@ class ObjectMemories:
             self.fs.rm_file(f"{prefix}/{UPLOAD_MARK}")
             self.fs.invalidate_cache(prefix)
         log.debug("uploaded %d files of %s", len(names) + 1, self.url(video_id))
+
+    def _ours(self, prefix: str, present: set[str]) -> tuple[bool, set[str]]:
+        """Whether a video prefix is streamvid's (its manifest or upload mark names streamvid's format), and
+        the files its manifest lists (plain relative names only: those are all an upload may remove)."""
+        ours, listed = False, set()
+        for name in (MANIFEST, UPLOAD_MARK):
+            if name not in present:
+                continue
+            try:
+                doc = json.loads(self.fs.cat_file(f"{prefix}/{name}"))
+            except ValueError:
+                continue
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+                continue
+            ours = True
+            if name == MANIFEST and isinstance(doc.get("files"), dict):
+                listed = {n for n in doc["files"] if isinstance(n, str) and _PLAIN_NAME.fullmatch(n)
+                          and n not in (MANIFEST, UPLOAD_MARK)}
+        return ours, listed
 
     def _local_fs(self) -> bool:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
