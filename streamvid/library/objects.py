@@ -18,8 +18,9 @@ Either way a video's memory is the folder ``MemoryBank.save`` writes (``manifest
   A reader downloads the files its manifest lists into a local cache folder named by the video
   id and the manifest's hash (a re-indexed video gets a new folder), checks each against the
   manifest's size and SHA-256, and loads it with the ordinary loader, which checks again.
-  The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``); it
-  keeps the newest copy of each video.
+  The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``). A cached
+  copy is never removed by streamvid (a library reads events from it in place, and another process
+  may be using an older copy): delete the folder to reclaim its space.
 """
 
 from __future__ import annotations
@@ -268,7 +269,6 @@ class ObjectMemories:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._drop_older(video_id, keep=final)
         return final
 
     def _download(self, video_id: str, raw: bytes, into: Path) -> None:
@@ -291,10 +291,3 @@ class ObjectMemories:
                 raise ObjectStoreError(url, f"damaged: {size} bytes, not matching the size ({info['bytes']}) and "
                                        f"checksum in {MANIFEST} (changed after indexing?); index the video again")
         log.debug("fetched %s into %s", self.url(video_id), into)
-
-    def _drop_older(self, video_id: str, keep: Path) -> None:
-        """Remove earlier cached copies of ``video_id`` (streamvid's own cache folders, by name)."""
-        pattern = re.compile(rf"{video_id}-[0-9a-f]{{16}}")
-        for p in self.cache.iterdir():
-            if p != keep and pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
