@@ -182,6 +182,10 @@ def test_vlm_answer_reads_several_videos(tiny_library):
         one = records["clip1.mp4"]
         ans = lib.ask("what happened?", video=one.path)
         assert ans.videos == [one.video_id]
+        c = ans.citations[0]
+        event = lib.event(c.video_id, c.event_id)  # read by (video, event id) from the saved folder
+        assert (event.t_start, event.t_end) == (c.t_start, c.t_end) and event.thumbnail.ndim == 3
+        assert event.tokens is not None and lib.event(c.video_id, 10_000) is None
         with pytest.raises(StoreError, match="no video"):
             lib.ask("what happened?", video="nope.mp4")
 

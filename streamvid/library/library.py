@@ -111,6 +111,11 @@ class Library:
             self._banks[vid] = bank
         return self._banks[vid]
 
+    def event(self, video: str, event_id: int) -> Any:
+        """One event of one video (id or path) with its tokens and thumbnail, read from the video's saved
+        memory by id; None when the video holds no such event."""
+        return self.bank(video).archive.get(event_id)
+
     def _models(self, video_id: str) -> Any:
         """The backend (models loaded once) of the preset that indexed the library, read from ``video_id``'s
         saved settings."""
@@ -199,7 +204,7 @@ class Library:
         if any(r.bank.archive.extra_state for r in reads):
             answer = _answer_each(reads, backend, question, options)
         else:
-            answer = _answer_pooled(reads, backend, question, options, config)
+            answer = _answer_pooled(reads, backend, question, options, config, query)
         answer.timings = {"retrieval_ms": retrieval_ms, **answer.timings}
         log.debug("library answer from %d video(s): %s", len(reads), [c.video_id for c in answer.citations])
         return answer
@@ -243,8 +248,8 @@ def _abstains(reads: list[_VideoRead], config: Any) -> bool:
     return max((s for r in reads for _, s in r.used), default=0.0) < config.abstain_below
 
 
-def _answer_pooled(reads: list[_VideoRead], backend: Any, question: str, options: Any,
-                   config: Any) -> LibraryAnswer:
+def _answer_pooled(reads: list[_VideoRead], backend: Any, question: str, options: Any, config: Any,
+                   query: Any) -> LibraryAnswer:
     """One prompt over the best events of every video read, each block labelled with its video."""
     from streamvid.backends import AnswerContext
     from streamvid.retrieve import assemble
@@ -255,7 +260,7 @@ def _answer_pooled(reads: list[_VideoRead], backend: Any, question: str, options
         return LibraryAnswer(NOT_SEEN, [], None, {"abstained": 1.0})
     # Event ids repeat across videos: the prompt numbers its events 0..n-1 and maps them back.
     renumbered = [dataclasses.replace(e, id=j) for j, (_, e, _) in enumerate(pooled)]
-    blocks = assemble(renumbered, (), config.read_tokens, query=backend.query_tokens(question))
+    blocks = assemble(renumbered, (), config.read_tokens, query=query)
     for b in blocks:
         b.source = f"[{pooled[b.event_id][0].name}]"
     context = AnswerContext(blocks=blocks, question=question,
