@@ -169,8 +169,9 @@ class ObjectMemories:
         with self._io(self.location, "cannot reach the object store"):
             if create and self._local_fs():
                 self.fs.makedirs(self.root, exist_ok=True)
-            if not self.fs.find(self.root, maxdepth=1):  # a listing: an unreachable endpoint, bad credentials fail here
-                top = self.root if self._local_fs() else self.root.split("/")[0]  # the bucket
+            # one request or two, whatever the library's size; an unreachable endpoint or no credentials fail here
+            if not self.fs.exists(self.root):  # an empty prefix is fine; its bucket must exist
+                top = self.root if self._local_fs() else self.root.split("/")[0]
                 if not self.fs.exists(top):
                     raise ObjectStoreError(self.location, f"cannot reach the object store ({top} does not exist: "
                                                           "create the bucket first)")
