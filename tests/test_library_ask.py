@@ -32,12 +32,12 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
-def index_here(paths: list[Path], uri: str, preset: str) -> dict[str, VideoRecord]:
+def index_here(paths: list[Path], uri: str, preset: str, **overrides) -> dict[str, VideoRecord]:
     """Index ``paths`` as ``index-library`` does (a worker saves each memory, the driver writes its keys),
     in this process. Returns file name → record."""
     store = MilvusStore(uri)
     store.store_dir.mkdir(parents=True, exist_ok=True)
-    worker = IndexWorker(preset, {}, str(store.store_dir))
+    worker = IndexWorker(preset, overrides, str(store.store_dir))
     out = {}
     try:
         for p in paths:
@@ -55,17 +55,18 @@ def index_here(paths: list[Path], uri: str, preset: str) -> dict[str, VideoRecor
 
 @pytest.fixture(scope="module")
 def tiny_library(tmp_path_factory):
-    """Two tiny-random clips of two scenes each."""
+    """Two tiny-random clips of four scenes each (a moving ball); a RAM budget small enough that each saved memory holds
+    archived events as well as events in RAM."""
     d = tmp_path_factory.mktemp("tiny")
     paths = []
     for i in range(2):
         p = d / f"clip{i}.mp4"
         write_video(p, duration=6.0, fps=10, width=128, height=96,
-                    scenes=[Scene(0.0, 3.0, PALETTE[2 * i], shape="door"), Scene(3.0, 6.0, PALETTE[2 * i + 1],
-                                                                                  shape="car")])
+                    scenes=[Scene(1.5 * j, 1.5 * (j + 1), PALETTE[(2 * i + j) % len(PALETTE)], shape="ball")
+                            for j in range(4)])
         paths.append(p)
     uri = f"milvus://{d / 'lib.db'}"
-    return uri, index_here(paths, uri, "tiny-random")
+    return uri, index_here(paths, uri, "tiny-random", event_tokens=8, max_ram_tokens=32)
 
 
 def test_bank_over_the_store_retrieves_as_the_faiss_bank(tiny_library):
@@ -80,6 +81,8 @@ def test_bank_over_the_store_retrieves_as_the_faiss_bank(tiny_library):
         assert np.array_equal(ids, sids) and np.allclose(keys, skeys, atol=1e-6)
         assert bank.index.ntotal == faiss_bank.index.ntotal == rec.keys
         assert bank.stats()["events"] == faiss_bank.stats()["events"] == rec.events
+        stats = faiss_bank.stats()
+        assert stats["archived_events"] >= 1 and stats["ram_events"] >= 1, stats  # both kinds read in place
         rng = np.random.default_rng(0)
         queries = [*keys, *(rng.normal(size=keys.shape[1]).astype(np.float32) for _ in range(4))]
         for q in queries:

@@ -108,7 +108,7 @@ class IndexWorker:
         if progress is not None:
             progress.put((video_id, frames, os.getpid()))
         return {"video_id": video_id, "path": path, "rows": rows, "frames": int(stats["frames_seen"]),
-                "events": int(stats["events"]) + int(stats.get("archived_events", 0)),
+                "events": int(stats["events"]),  # RAM and archived events
                 "duration": duration, "seconds": time.perf_counter() - t0,
                 "pid": os.getpid()}
 
