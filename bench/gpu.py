@@ -364,17 +364,16 @@ def live_once(llm: Any, encoder: Any, config: Any, pool: Sequence[np.ndarray], r
     latencies: list[float] = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    write = agent._write_steps
+    write = agent._write_batch
 
-    def timed_write(steps: list) -> None:
-        write(steps)
+    def timed_write(batch: Any) -> None:
+        write(batch)
         now = time.monotonic() - t0
         with lock:
-            for s in steps:
-                t = s.t_last if hasattr(s, "t_last") else s.tokens.t
+            for t in [*batch.times.tolist(), *(t for _, _, t in batch.dropped)]:
                 latencies.append((now - t) * 1000.0)
 
-    agent._write_steps = timed_write
+    agent._write_batch = timed_write
     pushed = 0
     try:
         agent.start()

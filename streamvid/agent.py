@@ -30,11 +30,11 @@ from streamvid.backends import AnswerContext, AnswerRun, Backend, GenerationOpti
 from streamvid.config import AgentConfig, check_device_available, check_generation, preset_config
 from streamvid.errors import ConfigError, MemoryFormatError, QuestionError, StreamvidError
 from streamvid.memory import MemoryBank
-from streamvid.pipeline import DroppedRun, StagedRun, steps_frames
+from streamvid.pipeline import StagedRun
 from streamvid.prompt import PromptBlock
 from streamvid.retrieve import gather
 from streamvid.sources import FrameSource, PushSource, open_source
-from streamvid.types import NOT_SEEN, Answer, Caption, Citation, Event, Frame
+from streamvid.types import NOT_SEEN, Answer, Caption, Citation, Event, Frame, FrameBatch
 
 MAX_QUESTION_CHARS = 2000
 log = logging.getLogger("streamvid.agent")
@@ -298,10 +298,10 @@ class StreamAgent:
                         maxsize=self.config.queue_batches, threaded=self.config.staged_ingest,
                         max_in_flight=LIVE_IN_FLIGHT if src.is_live else None, name="streamvid-ingest")
         try:
-            for steps in run:
-                self._write_steps(steps)
+            for batch in run:
+                self._write_batch(batch)
                 if written is not None:
-                    written(steps_frames(steps))
+                    written(batch.frames)
         finally:
             try:
                 if run.alive and src.is_live:
@@ -361,16 +361,11 @@ class StreamAgent:
         self._clock = frame.t + self._t_offset
         return Frame(frame.index, self._clock, frame.rgb) if self._t_offset else frame
 
-    def _write_steps(self, steps: list) -> None:
-        """Pipeline steps → memory, in order. Every frame is counted once in ``frames_seen``: a kept one
-        by ``write``, a dropped repeat by ``count_seen`` (which also stretches the open event's span)."""
-        with self.backend.timer.stage("memory", steps_frames(steps)):
-            for step in steps:
-                if isinstance(step, DroppedRun):
-                    self.memory.count_seen(step.count, t=step.t_last)
-                else:
-                    self._close_events(self.memory.write(step.tokens, step.key, step.thumbnail, cut=step.cut,
-                                                         hold=step.hold))
+    def _write_batch(self, batch: FrameBatch) -> None:
+        """A batch from the pipeline → memory, in one call. Every frame is counted once in ``frames_seen``:
+        a kept one as written, a dropped repeat as seen (which also stretches the open event's span)."""
+        with self.backend.timer.stage("memory", batch.frames):
+            self._close_events(self.memory.write_batch(batch))
 
     def _end_of_stream(self) -> None:
         self._close_events(self.memory.flush())

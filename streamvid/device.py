@@ -150,3 +150,40 @@ def upload_frames(frames: Frames, device: str | torch.device) -> torch.Tensor:
             x = x.contiguous().pin_memory()
         return x.to(dev, non_blocking=True)
     return x.to(dev)
+
+
+def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a CUDA device through pinned memory, non-blocking (ordered on the
+    current stream, so work queued after it sees the values; the host never waits for the device)."""
+    dev = torch.device(device)
+    if x.device == dev:
+        return x
+    if dev.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(dev, non_blocking=True)
+    return x.to(dev)
+
+
+class HostCopy:
+    """Device tensors on their way to the host: ``tensors`` (pinned host copies on CUDA, the tensors
+    themselves elsewhere) may be read once ``wait()`` returns, which waits only for the work queued
+    before the copy, not for what other threads queued since (unlike a blocking ``.cpu()``)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self._event = None
+        if any(t.device.type == "cuda" for t in tensors):
+            out = []
+            for t in tensors:
+                host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                host.copy_(t, non_blocking=True)
+                out.append(host)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            self.tensors = tuple(out)
+        else:
+            self.tensors = tuple(t.cpu() for t in tensors)
+
+    def synchronize(self) -> None:
+        """Wait until the copies are done (at once where nothing was in flight)."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None

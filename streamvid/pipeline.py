@@ -26,9 +26,10 @@ from streamvid.compress.gate import FrameGate
 from streamvid.compress.merge import compress_frames
 from streamvid.compress.pregate import Change, PreGate, small_copy
 from streamvid.config import AgentConfig
+from streamvid.device import HostCopy
 from streamvid.imageops import reduced_copy, resize_short_side
 from streamvid.segment import SHOT_SIDE, ShotDetector
-from streamvid.types import Frame, FrameTokens
+from streamvid.types import Frame, FrameBatch, FrameTokens
 
 THUMBNAIL_SHORT_SIDE = 96
 
@@ -76,7 +77,7 @@ class StageTimer:
 
 @dataclass
 class KeptFrame:
-    """A frame that passed the gate, ready for ``MemoryBank.write``."""
+    """A frame that passed the gate, ready for ``MemoryBank.write`` (``pack_steps`` makes a batch of them)."""
 
     tokens: FrameTokens
     key: torch.Tensor | np.ndarray  # [k] L2-normalised retrieval key (float32 numpy from the pipeline)
@@ -184,8 +185,8 @@ class FramePipeline:
         return [("pregate", self.pregate_stage), ("upload", self.upload_stage), ("device", self.device_stage),
                 ("compress", self.compress_stage)]
 
-    def process(self, frames: Sequence[Frame]) -> list[Step]:
-        """Frames in source order → kept frames (tokenized, compressed) and runs of dropped ones, in order."""
+    def process(self, frames: Sequence[Frame]) -> FrameBatch:
+        """Frames in source order → the kept frames (tokenized, compressed) and the runs of dropped ones."""
         return self.compress_stage(self.device_stage(self.upload_stage(self.pregate_stage(frames))))
 
     def upload_stage(self, batch: GatedBatch) -> GatedBatch:
@@ -262,12 +263,19 @@ class FramePipeline:
             out.tokens, out.grid = visual.tokens, visual.grid
         return out
 
-    def compress_stage(self, batch: EncodedBatch) -> list[Step]:
-        """Temporal drop against the last kept frame, spatial merge to the budget, memory thumbnails."""
-        kept = [s for s in batch.steps if isinstance(s, int)]
+    def compress_stage(self, batch: EncodedBatch) -> FrameBatch:
+        """Temporal drop against the last kept frame, spatial merge to the budget, memory thumbnails: the
+        batch as memory takes it in one write (``MemoryBank.write_batch``), its tokens on their way to
+        the host (memory lives in RAM; the copy overlaps the device's next work)."""
+        kept: list[int] = []
+        dropped: list[tuple[int, int, float]] = []
+        for s in batch.steps:
+            if isinstance(s, int):
+                kept.append(s)
+            else:
+                dropped.append((len(kept), s.count, s.t_last))
         if not kept:
-            return list(batch.steps)
-        tokenized: dict[int, KeptFrame] = {}
+            return empty_batch(self.llm_dims(), dropped)
         with self.timer.stage("compress", len(kept)):
             full_tokens = batch.tokens
             if self._last_tokens is not None and self._last_tokens.shape != full_tokens.shape[1:]:
@@ -275,19 +283,45 @@ class FramePipeline:
             compressed = compress_frames(full_tokens, self._last_tokens, self.config.tau_temporal,
                                          self.config.tokens_per_frame)
             self._last_tokens = full_tokens[-1]
-            # The keys as one float32 host array: memory's write then runs fewer torch ops (each one lets
-            # go of the GIL and waits to get it back from the busy stage threads).
-            keys = torch.stack([batch.keys[i] for i in kept]).float().cpu().numpy()
-            for j, i in enumerate(kept):
-                full, c = full_tokens[j], compressed[j]
-                frame = batch.frames[i]
-                ft = FrameTokens(tokens=c.tokens, positions=c.positions, sizes=c.sizes, grid=batch.grid, t=frame.t)
-                tokenized[i] = KeptFrame(ft, keys[j], thumbnail(batch.reduced[i] if batch.reduced else frame.rgb),
-                                         int(full.shape[0]),
-                                         cut=i in batch.cuts, hold=i in batch.fading)
-                self.raw_tokens += int(full.shape[0])
-                self.stored_tokens += ft.n
-        return [tokenized[s] if isinstance(s, int) else s for s in batch.steps]
+            copy = HostCopy(torch.cat([c.tokens for c in compressed]), torch.cat([c.positions for c in compressed]),
+                            torch.cat([c.sizes for c in compressed]))
+            counts = np.array([c.tokens.shape[0] for c in compressed], dtype=np.int64)
+            # The keys as one float32 host array (encode_keys brought them to the host).
+            keys = torch.stack([batch.keys[i] for i in kept]).float().numpy()
+            thumbs = [thumbnail(batch.reduced[i] if batch.reduced else batch.frames[i].rgb) for i in kept]
+            raw = len(kept) * int(full_tokens.shape[1])
+            self.raw_tokens += raw
+            self.stored_tokens += int(counts.sum())
+            tokens, positions, sizes = copy.tensors
+            return FrameBatch(tokens, positions, sizes, counts, batch.grid,
+                              np.array([batch.frames[i].t for i in kept], dtype=np.float64), keys, thumbs,
+                              np.array([i in batch.cuts for i in kept]), np.array([i in batch.fading for i in kept]),
+                              dropped, raw, copy)
+
+    def llm_dims(self) -> tuple[int, int]:
+        """(token width, key width) of this pipeline's models."""
+        return int(self.llm.hidden_size), int(self.encoder.dim)
+
+
+def empty_batch(dims: tuple[int, int], dropped: list[tuple[int, int, float]]) -> FrameBatch:
+    """A batch with no kept frame: only dropped runs (all ``before`` 0). dims: (token width, key width)."""
+    return FrameBatch.of([], [], dropped=[(0, n, t) for _, n, t in dropped], token_dim=dims[0], key_dim=dims[1])
+
+
+def pack_steps(steps: Sequence[Step], dims: tuple[int, int]) -> FrameBatch:
+    """Kept frames and dropped runs, in order, as one FrameBatch. dims: (token width, key width)."""
+    kept = [s for s in steps if isinstance(s, KeptFrame)]
+    dropped, k = [], 0
+    for s in steps:
+        if isinstance(s, KeptFrame):
+            k += 1
+        else:
+            dropped.append((k, s.count, s.t_last))
+    out = FrameBatch.of([s.tokens for s in kept], [s.key for s in kept], [s.thumbnail for s in kept],
+                        cuts=[s.cut for s in kept], holds=[s.hold for s in kept], dropped=dropped,
+                        token_dim=dims[0], key_dim=dims[1])
+    out.raw_tokens = sum(s.raw_tokens for s in kept)
+    return out
 
 
 def encode_keys(encoder: Any, pixels: Any) -> torch.Tensor:
@@ -297,11 +331,6 @@ def encode_keys(encoder: Any, pixels: Any) -> torch.Tensor:
         with torch.inference_mode():
             return encoder.encode_batch(pixels).cpu()
     return encoder.encode_frames(pixels)
-
-
-def steps_frames(steps: Sequence[Step]) -> int:
-    """How many source frames a list of steps stands for."""
-    return sum(s.count if isinstance(s, DroppedRun) else 1 for s in steps)
 
 
 # ----------------------------------------------------------------------------------------- staged run

@@ -22,10 +22,18 @@ import numpy as np
 
 def surprise(key: np.ndarray, event_mean: np.ndarray) -> float:
     """1 − cos(key, event_mean). key, event_mean: [k]; event_mean need not be normalised."""
-    norm = float(np.linalg.norm(event_mean)) * float(np.linalg.norm(key))
-    if norm == 0.0:
-        return 1.0
-    return 1.0 - float(np.dot(key, event_mean)) / norm
+    return float(surprises(np.asarray(key, np.float64)[None], np.asarray(event_mean, np.float64)[None])[0])
+
+
+def surprises(keys: np.ndarray, event_means: np.ndarray) -> np.ndarray:
+    """Row-wise 1 − cos(keys[i], event_means[i]): keys, event_means [n, k] → [n] (1 where a norm is 0).
+    Each row is computed on its own, so a row's value does not depend on the rows beside it."""
+    dots = np.einsum("ij,ij->i", keys, event_means)
+    norms = np.sqrt(np.einsum("ij,ij->i", event_means, event_means)) * np.sqrt(np.einsum("ij,ij->i", keys, keys))
+    out = np.ones(len(keys), dtype=np.float64)
+    ok = norms != 0.0
+    out[ok] = 1.0 - dots[ok] / norms[ok]
+    return out
 
 
 def adaptive_threshold(recent: np.ndarray, z: float) -> float:
@@ -74,29 +82,48 @@ class EventSegmenter:
         hold: the pixels say the open shot goes on (e.g. the frame is inside a fade after its cut, where
         keys are unsteady): it does not split on surprise.
         """
-        key = np.asarray(key, dtype=np.float64)
-        if self._key_sum is None or self._open_frames == 0:
-            self._key_sum = key.copy()
-            self._open_frames = 1
-            self.last_surprise = 0.0
-            return False
-        s = surprise(key, self._key_sum)
-        self.last_surprise = s
-        boundary = shot or self._open_frames >= self.max_frames
-        if not boundary and not hold and self._open_frames >= self.min_frames:
-            if self.hard_surprise is not None and s > self.hard_surprise:
-                boundary = True
-            elif len(self._recent) >= self.warmup:
-                threshold = adaptive_threshold(np.fromiter(self._recent, dtype=np.float64), self.z)
-                boundary = s > max(threshold, self.min_surprise)
-        self._recent.append(s)
-        if boundary:
-            self._key_sum = key.copy()
-            self._open_frames = 1
-        else:
-            self._key_sum += key
-            self._open_frames += 1
-        return boundary
+        return bool(self.update_batch(np.asarray(key)[None], np.array([shot]), np.array([hold]))[0])
+
+    def update_batch(self, keys: np.ndarray, shots: np.ndarray, holds: np.ndarray) -> np.ndarray:
+        """``update`` over consecutive kept frames: keys [B, k], shots / holds [B] bool → [B] bool, True
+        where a frame starts a new event. The surprises of a run of frames are computed together (the
+        running sums of the open event's keys as one cumulative sum, added in the same order as frame
+        by frame, so the result is the same); only the threshold decisions go frame by frame."""
+        keys = np.asarray(keys, dtype=np.float64)
+        out = np.zeros(len(keys), dtype=bool)
+        j = 0
+        while j < len(keys):
+            if self._key_sum is None or self._open_frames == 0:
+                self._key_sum = keys[j].copy()
+                self._open_frames = 1
+                self.last_surprise = 0.0
+                j += 1
+                continue
+            # sums[i]: the open event's key sum before frame j + i, if no frame from j on starts an event.
+            sums = np.cumsum(np.concatenate([self._key_sum[None], keys[j:]]), axis=0)
+            scores = surprises(keys[j:], sums[:-1])
+            for i, s in enumerate(scores.tolist()):
+                f = j + i
+                self.last_surprise = s
+                boundary = bool(shots[f]) or self._open_frames >= self.max_frames
+                if not boundary and not holds[f] and self._open_frames >= self.min_frames:
+                    if self.hard_surprise is not None and s > self.hard_surprise:
+                        boundary = True
+                    elif len(self._recent) >= self.warmup:
+                        threshold = adaptive_threshold(np.fromiter(self._recent, dtype=np.float64), self.z)
+                        boundary = s > max(threshold, self.min_surprise)
+                self._recent.append(s)
+                if boundary:
+                    out[f] = True
+                    self._key_sum = keys[f].copy()
+                    self._open_frames = 1
+                    j = f + 1
+                    break
+                self._key_sum = sums[i + 1]
+                self._open_frames += 1
+            else:
+                j = len(keys)
+        return out
 
     def reset(self) -> None:
         """Forget the open event (after the caller closed it at end of stream); keep the statistics."""

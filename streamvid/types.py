@@ -134,6 +134,89 @@ class FrameTokens(TokenSet):
 
 
 @dataclass(eq=False)
+class FrameBatch:
+    """Consecutive frames of one batch as memory takes them in one call (``MemoryBank.write_batch``):
+    the kept frames' compressed tokens packed one after another, and the runs of frames dropped as
+    repeats between them. B kept frames, N = sum(counts) tokens, one token grid:
+
+        tokens:     [N, d]  the kept frames' compressed tokens, frame after frame
+        positions:  [N]     int64 grid index of each token
+        sizes:      [N]     float32 grid cells each token stands for
+        counts:     [B]     int64 numpy, tokens of each kept frame
+        grid:       (grid_h, grid_w)
+        times:      [B]     float64 numpy, seconds of each kept frame, non-decreasing
+        keys:       [B, k]  float32 numpy retrieval keys
+        thumbnails: B small RGB uint8 images (or None)
+        cuts:       [B]     bool numpy: the frame starts a new shot (memory starts a new event with it)
+        holds:      [B]     bool numpy: the pixels say the open shot goes on (no split on key surprise)
+        dropped:    (before, count, t_last) runs: ``count`` frames dropped as repeats just before kept
+                    frame ``before`` (B: after the last one), the newest of them at ``t_last``
+        raw_tokens: tokens the vision tower made for the kept frames, before compression
+        ready:      None, or an event to wait for before reading the tensors (a copy to the host that
+                    is still in flight; see ``streamvid.device.to_host``)
+    """
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    sizes: torch.Tensor
+    counts: np.ndarray
+    grid: tuple[int, int]
+    times: np.ndarray
+    keys: np.ndarray
+    thumbnails: list[np.ndarray | None]
+    cuts: np.ndarray
+    holds: np.ndarray
+    dropped: list[tuple[int, int, float]] = field(default_factory=list)
+    raw_tokens: int = 0
+    ready: object = None
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.times)
+
+    @property
+    def frames(self) -> int:
+        """Source frames the batch stands for: kept and dropped."""
+        return self.n_kept + sum(count for _, count, _ in self.dropped)
+
+    @classmethod
+    def of(cls, frames: Sequence[FrameTokens], keys: Sequence[np.ndarray] | np.ndarray,
+           thumbnails: Sequence[np.ndarray | None] | None = None, *, cuts: Sequence[bool] | None = None,
+           holds: Sequence[bool] | None = None, dropped: Sequence[tuple[int, int, float]] = (),
+           token_dim: int | None = None, key_dim: int | None = None) -> FrameBatch:
+        """Kept frames given one by one (``FrameTokens`` of one grid, each with its key [k]) packed as
+        a batch. ``token_dim``/``key_dim``: the widths when there are no frames."""
+        import torch
+
+        b = len(frames)
+        if not all(isinstance(f, FrameTokens) for f in frames):
+            raise MemoryInputError("a frame batch is made of FrameTokens")
+        grids = {f.grid for f in frames}
+        if len(grids) > 1:
+            raise MemoryInputError(f"the frames of one batch share one token grid, got {sorted(grids)}")
+        d = int(frames[0].tokens.shape[1]) if b else int(token_dim or 1)
+        return cls(
+            tokens=torch.cat([f.tokens for f in frames]) if b else torch.zeros(0, d),
+            positions=torch.cat([f.positions for f in frames]) if b else torch.zeros(0, dtype=torch.long),
+            sizes=torch.cat([f.sizes for f in frames]) if b else torch.zeros(0),
+            counts=np.array([f.n for f in frames], dtype=np.int64), grid=grids.pop() if b else (0, 0),
+            times=np.array([f.t for f in frames], dtype=np.float64),
+            keys=(np.stack([_key_array(k) for k in keys]) if b
+                  else np.zeros((0, int(key_dim or 1)), np.float32)),
+            thumbnails=list(thumbnails) if thumbnails is not None else [None] * b,
+            cuts=np.zeros(b, bool) if cuts is None else np.asarray(cuts, dtype=bool),
+            holds=np.zeros(b, bool) if holds is None else np.asarray(holds, dtype=bool),
+            dropped=list(dropped), raw_tokens=sum(f.n for f in frames))
+
+
+def _key_array(key: object) -> np.ndarray:
+    """A key as float32 numpy (a torch tensor is brought to the host)."""
+    if hasattr(key, "detach"):
+        key = key.detach().to("cpu").float().numpy()  # type: ignore[attr-defined]
+    return np.asarray(key, dtype=np.float32)
+
+
+@dataclass(eq=False)
 class Event:
     """A closed segment of the stream, as long-term memory keeps it.
 

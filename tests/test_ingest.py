@@ -247,7 +247,7 @@ def test_an_error_in_any_stage_reaches_the_caller_and_memory_is_kept(clip, where
         if where == "decode":
             source = BreaksAfter(6)
         elif where == "memory":
-            agent._write_steps = fail_on_second_call(agent._write_steps)
+            agent._write_batch = fail_on_second_call(agent._write_batch)
         else:
             pipe = agent.backend.pipeline
             setattr(pipe, where, fail_on_second_call(getattr(pipe, where)))

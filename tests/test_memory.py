@@ -20,7 +20,7 @@ from streamvid.memory import KeyIndex, MemoryBank, MemoryInputError, measure_rec
 from streamvid.memory.archive import EventArchive
 from streamvid.memory.bank import distinct_rows
 from streamvid.memory.persist import backup_path
-from streamvid.types import Event, FrameTokens
+from streamvid.types import Event, FrameBatch, FrameTokens
 
 KEY_DIM = 16
 TOKEN_DIM = 8
@@ -193,6 +193,111 @@ def test_same_input_gives_same_memory():
     finally:
         for b in banks:
             b.close()
+
+
+def varied_steps(n: int, seed: int = 0) -> list[tuple]:
+    """A stream as the pipeline hands it on: ("keep", frame, key, thumbnail, cut, hold) and ("drop", count,
+    t_last) steps, with token counts from 0 (a frame the temporal drop emptied) to 40 (more than the
+    short-term cap, merged down there), shot cuts, holds, dropped runs, and a token grid that changes."""
+    rng = np.random.default_rng(seed)
+    steps, t = [], 0.0
+    for i, (frame, key) in enumerate(make_stream(n, seed=seed, scene_len=7)):
+        if rng.random() < 0.25:  # a run of repeats, the newest seen later than the frame they repeat or with it
+            count = int(rng.integers(1, 4))
+            t += 0.25 * count * int(rng.integers(0, 2))
+            steps.append(("drop", count, t))
+        t += 0.5
+        n_tok = int(rng.choice([0, 0, 3, 6, 12, 40])) if i % 3 == 2 else 6
+        grid = (4, 16) if n // 2 <= i < n // 2 + 9 else GRID
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        positions = torch.randperm(64, generator=g)[:n_tok].sort().values
+        frame = FrameTokens(torch.randn(n_tok, TOKEN_DIM, generator=g), positions, torch.rand(n_tok, generator=g) + 0.5,
+                            grid, t)
+        thumb = np.full((6, 8, 3), i % 256, np.uint8)
+        steps.append(("keep", frame, key, thumb, bool(i % 11 == 10), bool(i % 13 == 3)))
+    return steps
+
+
+def write_in_batches(bank: MemoryBank, steps: list[tuple], size: int) -> list[Event]:
+    """``steps`` through ``write_batch``, at most ``size`` kept frames per batch (a new batch at a grid change);
+    the events closed, in order."""
+    closed: list[Event] = []
+    kept: list[tuple] = []
+    dropped: list[tuple[int, int, float]] = []
+
+    def send() -> None:
+        nonlocal kept, dropped
+        batch = FrameBatch.of([k[1] for k in kept], [k[2] for k in kept], [k[3] for k in kept],
+                              cuts=[k[4] for k in kept], holds=[k[5] for k in kept], dropped=dropped,
+                              token_dim=TOKEN_DIM, key_dim=KEY_DIM)
+        closed.extend(bank.write_batch(batch))
+        kept, dropped = [], []
+
+    for step in steps:
+        if step[0] == "drop":
+            dropped.append((len(kept), step[1], step[2]))
+            continue
+        if kept and (len(kept) == size or step[1].grid != kept[-1][1].grid):
+            send()
+        kept.append(step)
+    send()
+    return closed
+
+
+def test_batched_writes_give_the_frame_by_frame_memory():
+    """write_batch at any batch size equals write / count_seen frame by frame: the same events closed in
+    the same order, the same short-term frames, open event, archive and index, bit for bit."""
+    steps = varied_steps(90, seed=3)
+    config = small_config(max_ram_tokens=160, segment_max_frames=6)
+    banks = [MemoryBank(config, key_dim=KEY_DIM, token_dim=TOKEN_DIM) for _ in range(4)]
+    try:
+        reference = banks[0]
+        closed_ref: list[Event] = []
+        for step in steps:
+            if step[0] == "drop":
+                reference.count_seen(step[1], t=step[2])
+            else:
+                closed_ref += reference.write(step[1], step[2], step[3], cut=step[4], hold=step[5])
+        mid_ref = reference.state_dict()  # before the flush: short-term frames and an open event
+        closed_ref += reference.flush()
+        assert reference.stats()["archived_events"] > 0 and len(closed_ref) > 10  # the budget and cuts were hit
+        for bank, size in zip(banks[1:], (4, 13, 1000), strict=True):
+            closed = write_in_batches(bank, steps, size)
+            mid = bank.state_dict()
+            closed += bank.flush()
+            assert [(e.id, e.t_start, e.t_end, e.n_tokens) for e in closed] == \
+                [(e.id, e.t_start, e.t_end, e.n_tokens) for e in closed_ref]
+            assert mid["meta"] == mid_ref["meta"]
+            assert mid["index"] == mid_ref["index"]
+            assert mid["tensors"].keys() == mid_ref["tensors"].keys()
+            for name, t in mid_ref["tensors"].items():
+                assert torch.equal(mid["tensors"][name], t), name
+            assert bank.stats() == reference.stats()
+            for a, b in zip(all_events(bank), all_events(reference), strict=True):
+                assert (a.id, a.t_start, a.t_end, a.caption) == (b.id, b.t_start, b.t_end, b.caption)
+                assert torch.equal(a.tokens, b.tokens) and torch.equal(a.token_times, b.token_times)
+                np.testing.assert_array_equal(a.frame_keys, b.frame_keys)
+    finally:
+        for b in banks:
+            b.close()
+
+
+def test_write_batch_checks_the_whole_batch_before_writing_any_of_it(bank):
+    steps = [s for s in varied_steps(12, seed=1) if s[0] == "keep"]
+    bank.write(steps[0][1], steps[0][2])
+    before = bank.state_dict()
+    frames = [s[1] for s in steps[1:6]]
+    keys = [s[2] for s in steps[1:6]]
+    keys[3] = np.zeros(KEY_DIM, np.float32)
+    with pytest.raises(MemoryInputError, match="finite and non-zero"):
+        bank.write_batch(FrameBatch.of(frames, keys))
+    late = FrameTokens(frames[2].tokens, frames[2].positions, frames[2].sizes, frames[2].grid, 0.0)
+    with pytest.raises(MemoryInputError, match="non-decreasing"):
+        bank.write_batch(FrameBatch.of([*frames[:2], late], [s[2] for s in steps[1:4]]))
+    with pytest.raises(MemoryInputError, match="non-decreasing"):  # a dropped run dated before the frame it follows
+        bank.write_batch(FrameBatch.of(frames[:2], keys[:2], dropped=[(1, 2, 0.1)]))
+    after = bank.state_dict()
+    assert after["meta"] == before["meta"] and after["index"] == before["index"]
 
 
 # ---- search -------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import torch
 from streamvid.config import AgentConfig
 from streamvid.errors import ConfigError
 from streamvid.generation import GenerationOptions
-from streamvid.pipeline import StageTimer, Step
+from streamvid.pipeline import StageTimer
 from streamvid.prompt import PromptBlock
-from streamvid.types import Event, Frame
+from streamvid.types import Event, Frame, FrameBatch
 
 __all__ = ["AnswerContext", "AnswerRun", "Backend", "GenerationOptions", "check_same_models", "event_block"]
 
@@ -73,8 +73,9 @@ class Backend(Protocol):
     caption_every_event: bool
     timer: StageTimer  # ingestion stage times; the agent adds its "memory" stage here
 
-    def process(self, frames: Sequence[Frame]) -> list[Step]:
-        """Frames in source order → kept frames and runs of dropped repeats, in order."""
+    def process(self, frames: Sequence[Frame]) -> FrameBatch:
+        """Frames in source order → their kept frames and runs of dropped repeats, as one batch for
+        ``MemoryBank.write_batch``."""
         ...
 
     def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:

@@ -27,10 +27,10 @@ from streamvid.errors import MemoryFormatError
 from streamvid.generation import GenerationOptions
 from streamvid.ground import Grounded, Seen, Shot, ground_answer
 from streamvid.imageops import reduced_copy
-from streamvid.pipeline import THUMBNAIL_SHORT_SIDE, KeptFrame, StageTimer, Step, add_dropped, thumbnail
+from streamvid.pipeline import THUMBNAIL_SHORT_SIDE, KeptFrame, StageTimer, Step, add_dropped, pack_steps, thumbnail
 from streamvid.prompt import PromptBlock
 from streamvid.segment import SHOT_SIDE, ShotDetector
-from streamvid.types import NOT_SEEN, Event, Frame, FrameTokens, format_span
+from streamvid.types import NOT_SEEN, Event, Frame, FrameBatch, FrameTokens, format_span
 
 RELEVANT_FRACTION = 0.8
 # Questions extraction does not handle go to the LLM only when some retrieved event's caption is at least
@@ -211,8 +211,8 @@ class OfflineBackend:
             raise MemoryFormatError("the saved perception records are not a mapping")
         self.pipeline.load_records(*parse_records(state))
 
-    def process(self, frames: Sequence[Frame]) -> list[Step]:
-        return self.pipeline.process(frames)
+    def process(self, frames: Sequence[Frame]) -> FrameBatch:
+        return pack_steps(self.pipeline.process(frames), (self.token_dim, self.key_dim))
 
     def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
         return [("process", self.process)]

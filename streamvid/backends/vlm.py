@@ -11,8 +11,8 @@ import torch
 from streamvid.backends.base import AnswerContext, AnswerRun, check_same_models, event_block
 from streamvid.config import AgentConfig
 from streamvid.generation import GenerationOptions
-from streamvid.pipeline import FramePipeline, Step
-from streamvid.types import Event, Frame
+from streamvid.pipeline import FramePipeline
+from streamvid.types import Event, Frame, FrameBatch
 
 CAPTION_INSTRUCTION = "Describe what happens in this clip in one short factual sentence."
 
@@ -52,7 +52,7 @@ class VLMBackend:
     def load_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def process(self, frames: Sequence[Frame]) -> list[Step]:
+    def process(self, frames: Sequence[Frame]) -> FrameBatch:
         return self.pipeline.process(frames)
 
     def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:

@@ -34,7 +34,7 @@ from streamvid.memory.long_term import EventBuilder, consolidate
 from streamvid.memory.short_term import ShortTermFrame, ShortTermMemory
 from streamvid.segment import EventSegmenter
 from streamvid.tensorops import l2_normalise
-from streamvid.types import Event, FrameTokens
+from streamvid.types import Event, FrameBatch, FrameTokens, TokenSet
 
 SLOT_BITS = 16
 TEXT_SLOT0 = 1 << 15
@@ -173,30 +173,118 @@ class MemoryBank:
               thumbnail: np.ndarray | None = None, *, cut: bool = False, hold: bool = False) -> list[Event]:
         """Add one kept frame. key: [k] L2-normalised retrieval key; cut: the frame starts a new shot
         (it then starts a new event); hold: the pixels say the open shot goes on (the frame does not
-        split on key surprise). Returns the events this frame closed."""
-        key_np = self._check_key(key)
+        split on key surprise). Returns the events this frame closed. ``write_batch`` of one frame."""
         self._check_frame(frame)
+        key = self._check_key(key, normalise=False)  # write_batch normalises
+        return self.write_batch(FrameBatch.of([frame], [key], [thumbnail], cuts=[cut], holds=[hold]))
+
+    def write_batch(self, batch: FrameBatch) -> list[Event]:
+        """Add a batch of frames (``FrameBatch``: kept frames packed, runs of dropped repeats between
+        them) under one lock: the same memory as ``write`` / ``count_seen`` frame by frame, in order.
+        Returns the events the batch closed.
+
+        The per-frame work is integer bookkeeping; the rest goes by runs of frames that join the open
+        event together (up to a new event or a consolidation of the open pool): keys checked and
+        normalised together, surprises computed together (``EventSegmenter.update_batch``), one
+        append of the run to the open event, the short-term ring filled once with only the frames
+        that stay in it, the RAM budget enforced once per run at its largest point in the run.
+        """
+        if batch.ready is not None:
+            batch.ready.synchronize()  # a copy to the host still in flight
+        keys = self._check_keys(batch.keys)
+        counts, times = self._check_batch(batch)
+        b = len(times)
+        drops = sorted(batch.dropped, key=lambda d: d[0])
         with self._lock:
-            if self._last_t is not None and frame.t < self._last_t:
-                raise MemoryInputError(f"frame time {frame.t} precedes the previous frame's {self._last_t}; "
-                                       "times must be non-decreasing")
-            closed = []
-            boundary = self._segmenter.update(key_np, shot=cut, hold=hold)
-            if self._builder.n_frames and (boundary or frame.grid != self._builder.grid):
-                closed.append(self._close_open())
-                if not boundary:  # the grid changed: restart the segmenter on this frame
-                    self._segmenter.reset()
-                    self._segmenter.update(key_np)
-            self._builder.add(frame, key_np, thumbnail)
-            if self._builder.n_tokens > self.open_cap:
-                self._builder.compact(self.config.event_tokens)
-            short_frame = frame if frame.n <= self.short_cap else _shrink(frame, self.short_cap)
-            self.short.push(ShortTermFrame(short_frame, key_np, thumbnail))
-            self._frames_seen += 1
-            self._frames_kept += 1
-            self._last_t = float(frame.t)
-            self._enforce_budget()
+            self._check_times(times, drops)
+            closed: list[Event] = []
+            starts = np.zeros(b, dtype=bool)  # frame i starts a new event
+            if b:
+                first = 0
+                if self._builder.n_frames and batch.grid != self._builder.grid:
+                    # The grid changed: the first frame starts a new event, on a fresh segmenter.
+                    if not self._segmenter.update_batch(keys[:1], batch.cuts[:1], batch.holds[:1])[0]:
+                        self._segmenter.reset()
+                        self._segmenter.update_batch(keys[:1], np.zeros(1, bool), np.zeros(1, bool))
+                    starts[0] = True
+                    first = 1
+                starts[first:] = self._segmenter.update_batch(keys[first:], batch.cuts[first:], batch.holds[first:])
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            d = 0  # next dropped run
+            i = 0
+            while i < b:
+                while d < len(drops) and drops[d][0] <= i:
+                    self._seen_dropped(drops[d][1], drops[d][2])
+                    d += 1
+                if starts[i] and self._builder.n_frames:
+                    closed.append(self._close_open())
+                # The run: frames i..r-1, up to the next new event or the frame whose tokens pass open_cap.
+                r = i + 1
+                while r < b and not starts[r]:
+                    r += 1
+                pooled = self._builder.n_tokens + np.cumsum(counts[i:r])
+                over = np.flatnonzero(pooled > self.open_cap)
+                if len(over):
+                    r = i + int(over[0]) + 1
+                    pooled = pooled[: r - i]
+                inside = []
+                while d < len(drops) and drops[d][0] < r:
+                    inside.append(drops[d])
+                    d += 1
+                self._add_run(batch, keys, i, r, offsets, inside)
+                if self._builder.n_tokens > self.open_cap:
+                    self._builder.compact(self.config.event_tokens)
+                    pooled[-1] = self._builder.n_tokens
+                short_tokens = self._push_short(batch, keys, i, r, offsets)
+                self._frames_seen += r - i + sum(n for _, n, _ in inside)
+                self._frames_kept += r - i
+                self._last_t = float(times[r - 1])  # the dropped runs inside came before it
+                self._enforce_budget(int(np.max(short_tokens + pooled)))
+                i = r
+            for _, n, t in drops[d:]:
+                self._seen_dropped(n, t)
             return closed
+
+    def _add_run(self, batch: FrameBatch, keys: np.ndarray, i: int, r: int, offsets: np.ndarray,
+                 drops: list[tuple[int, int, float]]) -> None:
+        """Frames i..r-1 of ``batch`` join the open event, and the dropped runs between them stretch it."""
+        a, z = int(offsets[i]), int(offsets[r])
+        times = batch.times[i:r]
+        counts = batch.counts[i:r]
+        token_times = torch.from_numpy(np.repeat(times, counts))
+        tokens = batch.tokens[a:z]
+        if token_times.device != tokens.device:
+            from streamvid.device import to_device
+
+            token_times = to_device(token_times, tokens.device)
+        chunk = TokenSet(tokens, token_times, batch.positions[a:z], batch.sizes[a:z], batch.grid)
+        self._builder.add_run(chunk, counts.tolist(), keys[i:r], times.tolist(), batch.thumbnails[i:r])
+        for before, _, t in drops:  # count_seen between frames before-1 and before
+            if t > batch.times[before - 1]:
+                self._builder.last_seen = t if self._builder.last_seen is None else max(self._builder.last_seen, t)
+
+    def _push_short(self, batch: FrameBatch, keys: np.ndarray, i: int, r: int, offsets: np.ndarray) -> np.ndarray:
+        """Frames i..r-1 into the short-term ring (only those that stay in it are built); returns the
+        ring's tokens after each push [r - i]."""
+        counts = np.minimum(batch.counts[i:r], self.short_cap)  # an oversize frame is merged down to the cap
+
+        def make(j: int) -> ShortTermFrame:
+            f = i + j
+            a, z = int(offsets[f]), int(offsets[f + 1])
+            # Its own copy: a view would keep the whole batch's tensors alive for as long as the frame stays.
+            frame = FrameTokens(batch.tokens[a:z].clone(), batch.positions[a:z].clone(), batch.sizes[a:z].clone(),
+                                batch.grid, float(batch.times[f]))
+            if frame.n > self.short_cap:
+                frame = _shrink(frame, self.short_cap)
+            return ShortTermFrame(frame, keys[f], batch.thumbnails[f])
+
+        return np.asarray(self.short.push_many(counts.tolist(), make), dtype=np.int64)
+
+    def _seen_dropped(self, n: int, t: float) -> None:
+        self._frames_seen += int(n)
+        if n:
+            self._builder.extend_to(float(t))
+            self._last_t = float(t)
 
     def count_seen(self, n: int = 1, t: float | None = None) -> None:
         """Record ``n`` frames that were seen but not written (dropped by the duplicate gate as repeats
@@ -207,10 +295,10 @@ class MemoryBank:
             if t is not None and n and self._last_t is not None and t < self._last_t:
                 raise MemoryInputError(f"frame time {t} precedes the previous frame's {self._last_t}; "
                                        "times must be non-decreasing")
-            self._frames_seen += int(n)
-            if t is not None and n:
-                self._builder.extend_to(float(t))
-                self._last_t = float(t)
+            if t is None:
+                self._frames_seen += int(n)
+            else:
+                self._seen_dropped(n, t)
 
     def flush(self) -> list[Event]:
         """Close the open event (end of stream). Returns it, or [] if no frame is pending."""
@@ -273,8 +361,12 @@ class MemoryBank:
         self.index.add(keys, (event.id << SLOT_BITS) + np.concatenate([[0], slots]).astype(np.int64))
         return event
 
-    def _enforce_budget(self) -> None:
-        while self.tokens_in_ram > self.config.max_ram_tokens and self._events:
+    def _enforce_budget(self, others: int | None = None) -> None:
+        """Archive events until the RAM budget holds; ``others``: the short-term + open-event tokens to
+        budget for (default: what they hold now), e.g. the largest they reached during a run of frames."""
+        if others is None:
+            others = self.short.n_tokens + self._builder.n_tokens
+        while others + self._long_tokens > self.config.max_ram_tokens and self._events:
             victim = min(self._events, key=lambda e: (e.id + self.recall_bonus * e.recalls, e.id))
             self._archive_event(victim)
 
@@ -288,7 +380,8 @@ class MemoryBank:
             self._text_keys.pop(gone, None)
 
     # ---- checks ------------------------------------------------------------------------------
-    def _check_key(self, key: torch.Tensor | np.ndarray) -> np.ndarray:
+    def _check_key(self, key: torch.Tensor | np.ndarray, normalise: bool = True) -> np.ndarray:
+        """key [k] (or [1, k]) → float32 [k], L2-normalised unless ``normalise`` is False."""
         if isinstance(key, torch.Tensor):
             key = key.detach().to("cpu", torch.float32).numpy()
         key = np.asarray(key, dtype=np.float32)
@@ -298,7 +391,54 @@ class MemoryBank:
             raise MemoryInputError(f"key must have shape [{self.key_dim}], got {list(np.shape(key))}")
         if not np.all(np.isfinite(key)) or not np.any(key):
             raise MemoryInputError("key must be finite and non-zero")
-        return l2_normalise(key)
+        return l2_normalise(key) if normalise else key
+
+    def _check_keys(self, keys: np.ndarray) -> np.ndarray:
+        """keys [B, k] → float32, L2-normalised; MemoryInputError for a wrong shape or a zero/non-finite row."""
+        keys = np.asarray(keys, dtype=np.float32)
+        if keys.ndim != 2 or keys.shape[1] != self.key_dim:
+            raise MemoryInputError(f"keys must have shape [B, {self.key_dim}], got {list(keys.shape)}")
+        if not np.all(np.isfinite(keys)) or not np.all(np.any(keys, axis=1)):
+            raise MemoryInputError("key must be finite and non-zero")
+        return l2_normalise(keys)
+
+    def _check_batch(self, batch: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's (counts [B] int64, times [B] float64) once its shapes agree; MemoryInputError if not."""
+        if not isinstance(batch, FrameBatch):
+            raise MemoryInputError(f"write_batch() needs a FrameBatch, got {type(batch).__name__}")
+        counts = np.asarray(batch.counts, dtype=np.int64).reshape(-1)
+        times = np.asarray(batch.times, dtype=np.float64).reshape(-1)
+        b, n = len(times), int(counts.sum())
+        tokens = batch.tokens
+        if tokens.ndim != 2 or tokens.shape[1] != self.token_dim:
+            raise MemoryInputError(f"frame tokens must be [n, {self.token_dim}], got {list(tokens.shape)}")
+        if (len(counts) != b or len(batch.keys) != b or len(batch.thumbnails) != b or len(batch.cuts) != b
+                or len(batch.holds) != b):
+            raise MemoryInputError(f"a batch of {b} frame times has {len(counts)} token counts, {len(batch.keys)} "
+                                   f"keys, {len(batch.thumbnails)} thumbnails, {len(batch.cuts)} cuts and "
+                                   f"{len(batch.holds)} holds")
+        if (counts < 0).any() or tokens.shape[0] != n or batch.positions.numel() != n or batch.sizes.numel() != n:
+            raise MemoryInputError(f"frame tokens: {tokens.shape[0]} tokens, {batch.positions.numel()} positions and "
+                                   f"{batch.sizes.numel()} sizes for {n} counted")
+        if not np.all(np.isfinite(times)):
+            raise MemoryInputError(f"frame time must be finite, got {times[~np.isfinite(times)][0]}")
+        for before, count, t in batch.dropped:
+            if not 0 <= before <= b or count < 0 or not np.isfinite(t):
+                raise MemoryInputError(f"a dropped run ({before}, {count}, {t}) does not fit a batch of {b} frames")
+        return counts, times
+
+    def _check_times(self, times: np.ndarray, drops: list[tuple[int, int, float]]) -> None:
+        """Every time of the batch (kept frames, and dropped runs in their places) is non-decreasing,
+        from the newest frame already seen on."""
+        seq = times
+        if drops:
+            seq = np.insert(times, [p for p, n, _ in drops if n], [t for _, n, t in drops if n])
+        prev = np.concatenate([[self._last_t if self._last_t is not None else -np.inf], seq[:-1]])
+        bad = np.flatnonzero(seq < prev)
+        if len(bad):
+            k = int(bad[0])
+            raise MemoryInputError(f"frame time {seq[k]} precedes the previous frame's {prev[k]}; "
+                                   "times must be non-decreasing")
 
     def _check_frame(self, frame: FrameTokens) -> None:
         if not isinstance(frame, FrameTokens):
@@ -350,7 +490,7 @@ class MemoryBank:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             archived = int(np.count_nonzero(self._table.views()[2] == ARCHIVED))
-            open_bytes = ((self._builder.pool().nbytes() if self._builder.n_frames else 0)
+            open_bytes = (self._builder.nbytes()
                           + 4 * self.key_dim * self._builder.n_frames)
             bytes_in_ram = (sum(event_bytes(e) for e in self._events) + sum(frame_bytes(f) for f in self.short.frames())
                             + open_bytes + self.index.nbytes)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from streamvid.tensorops import l2_normalise
-from streamvid.types import Event, FrameTokens, TokenSet
+from streamvid.types import Event, TokenSet
 
 
 def consolidate_groups(groups: Sequence[TokenSet], budget: int) -> TokenSet:
@@ -26,12 +26,18 @@ def consolidate_groups(groups: Sequence[TokenSet], budget: int) -> TokenSet:
     A merged token keeps the time and grid position of the member it sits at and the summed size.
     Returns one TokenSet, n <= budget, in time order.
     """
-    pooled = TokenSet.cat(groups)
+    return consolidate_counts(TokenSet.cat(groups), [g.n for g in groups], budget)
+
+
+def consolidate_counts(pooled: TokenSet, counts: Sequence[int], budget: int) -> TokenSet:
+    """``consolidate_groups`` of the groups packed one after another in ``pooled``, ``counts[i]`` tokens
+    each (sum(counts) == pooled.n)."""
     if pooled.n <= budget:
         return pooled
     from streamvid.compress.merge import merge_adjacent_frames
 
-    out = merge_adjacent_frames([g.tokens for g in groups], budget, [g.sizes for g in groups])
+    counts = [int(c) for c in counts]
+    out = merge_adjacent_frames(list(pooled.tokens.split(counts)), budget, list(pooled.sizes.split(counts)))
     source = out.source.to(pooled.times.device)
     return TokenSet(out.tokens, pooled.times[source], pooled.positions[source], out.sizes, pooled.grid)
 
@@ -46,15 +52,26 @@ def consolidate(tokens: TokenSet, budget: int) -> TokenSet:
                               budget)
 
 
+def owned(tokens: TokenSet) -> TokenSet:
+    """``tokens`` with each tensor that is a view into a larger one (e.g. a slice of a batch) copied, so
+    what memory keeps holds no more than it counts."""
+    def own(t: torch.Tensor) -> torch.Tensor:
+        return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+    return TokenSet(own(tokens.tokens), own(tokens.times), own(tokens.positions), own(tokens.sizes), tokens.grid)
+
+
 class EventBuilder:
-    """The open event: its frames' keys, times, thumbnails and a pool of tokens (a list of TokenSets:
-    the part consolidated so far, then each frame added since).
+    """The open event: its frames' keys, times, thumbnails and a pool of tokens (TokenSets in time order:
+    the part consolidated so far, then runs of frames added since), with the token count of each
+    group a consolidation merges as a unit (the consolidated part, then each frame since).
 
     Not thread-safe on its own: the memory bank guards it.
     """
 
     def __init__(self) -> None:
         self._pool: list[TokenSet] = []
+        self._groups: list[int] = []  # tokens of each group, in pool order; sums to _n_tokens
         self._n_tokens = 0
         self.frame_keys: list[np.ndarray] = []
         self.frame_times: list[float] = []
@@ -70,15 +87,22 @@ class EventBuilder:
     def n_tokens(self) -> int:
         return self._n_tokens
 
-    def add(self, frame: FrameTokens, key: np.ndarray, thumbnail: np.ndarray | None) -> None:
-        """Append one kept frame (its time must not precede the previous frame's)."""
+    def add_run(self, tokens: TokenSet, counts: Sequence[int], keys: np.ndarray, times: Sequence[float],
+                thumbnails: Sequence[np.ndarray | None]) -> None:
+        """Append consecutive kept frames: ``tokens`` holds their tokens one frame after another,
+        ``counts[i]`` for frame i; keys [f, k], times [f] (not before the previous frame's),
+        thumbnails [f]."""
         if self.grid is None:
-            self.grid = frame.grid
-        self._pool.append(TokenSet(frame.tokens, frame.times, frame.positions, frame.sizes, frame.grid))
-        self._n_tokens += frame.n
-        self.frame_keys.append(np.asarray(key, dtype=np.float32))
-        self.frame_times.append(frame.t)
-        self.thumbnails.append(thumbnail)
+            self.grid = tokens.grid
+        self._pool.append(tokens)
+        self._groups.extend(int(c) for c in counts)
+        self._n_tokens += tokens.n
+        self.frame_keys.extend(np.asarray(keys, dtype=np.float32))
+        self.frame_times.extend(float(t) for t in times)
+        self.thumbnails.extend(thumbnails)
+
+    def nbytes(self) -> int:
+        return sum(p.nbytes() for p in self._pool)
 
     def extend_to(self, t: float) -> None:
         """The event was still on screen at ``t`` (frames the gate dropped as duplicates): its span reaches t."""
@@ -98,13 +122,14 @@ class EventBuilder:
     def compact(self, budget: int) -> None:
         """Consolidate the token pool to at most ``budget`` tokens.
 
-        The groups are the pool's chunks: the part consolidated earlier counts as one group and
-        each frame added since as one more, so repeated compactions stay cheap.
+        The groups are the part consolidated earlier (one group) and each frame added since, so
+        repeated compactions stay cheap.
         """
         if self._n_tokens <= budget:
             return
-        self._pool = [consolidate_groups(self._pool, budget)]
+        self._pool = [consolidate_counts(self.pool(), self._groups, budget)]
         self._n_tokens = self._pool[0].n
+        self._groups = [self._n_tokens]
 
     def build(self, event_id: int, budget: int) -> Event:
         """The closed Event, tokens consolidated to at most ``budget``."""
@@ -113,7 +138,7 @@ class EventBuilder:
         self.compact(budget)
         frame_keys = l2_normalise(np.stack(self.frame_keys))
         return Event.from_tokens(
-            self.pool(), id=event_id, t_start=self.frame_times[0], t_end=self.t_end,
+            owned(self.pool()), id=event_id, t_start=self.frame_times[0], t_end=self.t_end,
             key=l2_normalise(frame_keys.mean(axis=0)),
             frame_keys=frame_keys,
             frame_times=np.asarray(self.frame_times, dtype=np.float64),
@@ -145,6 +170,7 @@ class EventBuilder:
             return builder
         pool = TokenSet(tensors["tokens"], tensors["times"], tensors["positions"], tensors["sizes"], grid or (0, 0))
         builder._pool = [pool]
+        builder._groups = [pool.n]
         builder._n_tokens = pool.n
         builder.frame_keys = list(tensors["frame_keys"].numpy())
         builder.frame_times = [float(t) for t in tensors["frame_times"].tolist()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,27 @@ class ShortTermMemory:
             self._tokens -= old.n_tokens
             evicted.append(old)
         return evicted
+
+    def push_many(self, counts: Sequence[int], make: Callable[[int], ShortTermFrame]) -> list[int]:
+        """Append new frames oldest first, as ``push`` one by one would, building only those that stay:
+        ``counts[j]`` is new frame j's token count and ``make(j)`` builds it. Returns the ring's tokens
+        after each push."""
+        old = list(self._frames)
+        sizes = [f.n_tokens for f in old] + [int(n) for n in counts]
+        start, total, after = 0, self._tokens, []
+        for j, n in enumerate(counts):
+            if n > self.max_tokens:
+                raise ValueError(f"frame of {n} tokens exceeds the short-term cap {self.max_tokens}")
+            total += n
+            end = len(old) + j + 1
+            while end - start > self.max_frames or total > self.max_tokens:
+                total -= sizes[start]
+                start += 1
+            after.append(total)
+        new = [make(j) for j in range(max(0, start - len(old)), len(counts))]
+        self._frames = deque(old[start:] + new)
+        self._tokens = sum(f.n_tokens for f in self._frames)
+        return after
 
     @property
     def n_tokens(self) -> int:
