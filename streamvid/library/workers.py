@@ -66,18 +66,28 @@ class IndexWorker:
     """One loaded model set; ``index`` runs one file through the ``streamvid index`` pipeline.
 
     Used as a Ray actor (``ray.remote(IndexWorker)``); plain calls work too (one process).
+    ``threads``: torch intra-op threads of this worker (its share of the cores; set before the
+    models load, so that N workers on N cores do not each start a thread per core).
     """
 
-    def __init__(self, preset: str, overrides: dict[str, Any], store_dir: str | Path) -> None:
+    def __init__(self, preset: str, overrides: dict[str, Any], store_dir: str | Path, *,
+                 threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+
         from streamvid.agent import StreamAgent
         from streamvid.config import preset_config
+
+        if threads:
+            torch.set_num_threads(threads)
 
         self.config = preset_config(preset, **overrides)
         self.preset = preset
         self.memories = memories_at(store_dir)
         self._models = StreamAgent(self.config)  # loads the models once; every file reuses them
         self._models.memory.close()
+        self.threads = torch.get_num_threads()
+        self.ready_at = time.time()  # wall clock: the driver compares it with its own start
 
     def pid(self) -> int:
         return os.getpid()
@@ -110,7 +120,7 @@ class IndexWorker:
         return {"video_id": video_id, "path": path, "rows": rows, "frames": int(stats["frames_seen"]),
                 "events": int(stats["events"]),  # RAM and archived events
                 "duration": duration, "seconds": time.perf_counter() - t0,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "threads": self.threads, "ready_at": self.ready_at}
 
 
 @dataclass
@@ -151,12 +161,16 @@ class IndexReport:
     frames: int
     seconds: float
     workers: int
+    workers_ready_s: float | None = None  # from the start until the last worker had its models loaded
 
     def as_dict(self) -> dict[str, Any]:
+        steady = self.seconds - self.workers_ready_s if self.workers_ready_s is not None else None
         return {"indexed": [r.__dict__ for r in self.indexed], "skipped": self.skipped, "failed": self.failed,
                 "retried": self.retried, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "workers": self.workers,
-                "files_per_hour": round(3600 * len(self.indexed) / self.seconds, 1) if self.seconds else None}
+                "workers_ready_s": round(self.workers_ready_s, 3) if self.workers_ready_s is not None else None,
+                "files_per_hour": round(3600 * len(self.indexed) / self.seconds, 1) if self.seconds else None,
+                "files_per_hour_after_ready": round(3600 * len(self.indexed) / steady, 1) if steady else None}
 
 
 def _init_ray(address: str | None, workers: int | None) -> Any:
@@ -202,7 +216,7 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
     except BaseException:
         store.close()
         raise
-    t_start = time.perf_counter()
+    t_start, t_wall = time.perf_counter(), time.time()
     progress = Progress(files_total=len(files))
     todo: list[tuple[str, str]] = []
     skipped: list[str] = []
@@ -234,21 +248,26 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
         return IndexReport(indexed, skipped, failed, retried, 0, time.perf_counter() - t_start, 0)
 
     try:
-        frames_done = _run(todo, store, indexed=indexed, failed=failed, retried=retried, progress=progress,
-                           report=report, preset=preset, preset_name=preset_name, overrides=overrides,
-                           workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                           retries=retries, t_start=t_start)
+        frames_done, ready_at = _run(todo, store, indexed=indexed, failed=failed, retried=retried, progress=progress,
+                                     report=report, preset=preset, preset_name=preset_name, overrides=overrides,
+                                     workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                                     retries=retries, t_start=t_start)
     finally:
         store.close()
-    return IndexReport(indexed, skipped, failed, retried, frames_done, time.perf_counter() - t_start, progress.workers)
+    return IndexReport(indexed, skipped, failed, retried, frames_done, time.perf_counter() - t_start, progress.workers,
+                       workers_ready_s=None if ready_at is None else ready_at - t_wall)
 
 
 def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[VideoRecord], failed: dict[str, str],
          retried: list[str], progress: Progress, report: Callable[[str], None], preset: str, preset_name: str,
          overrides: dict[str, Any], workers: int | None, ray_address: str | None, gpus_per_worker: float,
-         retries: int, t_start: float) -> int:
+         retries: int, t_start: float) -> tuple[int, float | None]:
     """Schedule ``todo`` (path, video id) over Ray actors and write each finished file into ``store``;
-    returns the frames indexed."""
+    returns the frames indexed and the wall-clock time the last of the first workers was ready.
+
+    Each CPU worker reserves an equal share of the cluster's CPUs and runs that many torch threads.
+    A freed worker gets its next file before the driver writes the finished one into Milvus, so the
+    write (and the driver's other per-file work) overlaps the workers' indexing."""
     ray = _init_ray(ray_address, workers)
     from ray.util.queue import Queue
 
@@ -258,25 +277,31 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
                    else int(resources.get("CPU", 1)))
     n_workers = max(1, min(workers, len(todo)))
     progress.workers = n_workers
-    actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)(IndexWorker)
+    cpus = max(1, int(resources.get("CPU", 1)) // n_workers)
+    actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus_per_worker, max_restarts=0)(IndexWorker)
     queue = Queue()
     config_overrides = {**overrides}
 
-    def new_actor() -> Any:
-        return actor_cls.remote(preset, config_overrides, str(store.store_dir))
+    def new_actor() -> Any:  # .remote returns at once: the actors load their models side by side
+        return actor_cls.remote(preset, config_overrides, str(store.store_dir), threads=cpus)
 
     idle = [new_actor() for _ in range(n_workers)]
     pending: dict[Any, tuple[Any, str, str, int]] = {}  # ref → (actor, path, video id, attempt)
     queued = [(p, v, 0) for p, v in todo]
     frames_live: dict[str, int] = {}
     frames_done = 0
+    ready_at: dict[int, float] = {}  # worker pid → when its models were loaded
+
+    def dispatch() -> None:
+        while queued and idle:
+            path, vid, attempt = queued.pop(0)
+            actor = idle.pop()
+            pending[actor.index.remote(path, vid, queue)] = (actor, path, vid, attempt)
+
     report(f"Indexing {len(todo)} file(s) on {n_workers} worker(s).")
     try:
         while queued or pending:
-            while queued and idle:
-                path, vid, attempt = queued.pop(0)
-                actor = idle.pop()
-                pending[actor.index.remote(path, vid, queue)] = (actor, path, vid, attempt)
+            dispatch()
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
             moved = False
             while not queue.empty():
@@ -311,6 +336,8 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
                         report(f"{Path(path).name} failed ({cause}); giving up on it.")
                     continue
                 idle.append(actor)
+                dispatch()
+                ready_at.setdefault(out["pid"], out["ready_at"])
                 record = VideoRecord(video_id=vid, path=path, frames=out["frames"], events=out["events"],
                                      keys=len(out["rows"]["vector"]), duration=out["duration"], preset=preset_name)
                 store.write_video(record, out["rows"])
@@ -327,4 +354,5 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
         for actor in idle + [a for a, *_ in pending.values()]:
             ray.kill(actor)
         ray.kill(queue.actor)
-    return frames_done
+    first = sorted(ready_at.values())[:n_workers]
+    return frames_done, max(first) if len(first) == n_workers else None
