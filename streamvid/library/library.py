@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class LibraryAnswer:
 
 # A video is read for an answer when its best key scores at least this fraction of the library's best.
 RELATIVE = 0.8
+OPEN_BANKS = 16  # video banks kept open between questions (each holds two file handles), least recent closed
 
 
 class Library:
@@ -81,7 +83,7 @@ class Library:
         self.max_videos = max_videos
         self._backend: Any = None
         self._config: Any = None
-        self._banks: dict[str, Any] = {}
+        self._banks: OrderedDict[str, Any] = OrderedDict()
 
     def videos(self) -> list[VideoRecord]:
         """Every indexed video."""
@@ -99,7 +101,9 @@ class Library:
         from streamvid.library.index import video_bank
 
         vid = self._record(video).video_id
-        if vid not in self._banks:
+        if vid in self._banks:
+            self._banks.move_to_end(vid)
+        else:
             backend = self._models(vid)
             bank = video_bank(self.store, vid, text_encoder=backend.encode_text,
                               image_encoder=backend.image_encoder)
@@ -109,6 +113,8 @@ class Library:
                                         f"{bank.key_dim}-d keys, the library's models make {backend.token_dim}-d "
                                         f"and {backend.key_dim}-d; the library was indexed with other models")
             self._banks[vid] = bank
+            while len(self._banks) > max(OPEN_BANKS, self.max_videos):
+                self._banks.popitem(last=False)[1].close()
         return self._banks[vid]
 
     def event(self, video: str, event_id: int) -> Any:
