@@ -116,7 +116,7 @@ class StoreKeyIndex:
                              f"{self.dim}-d")
         event_id, slot = ids >> SLOT_BITS, ids & _SLOT_MASK
         t_start, t_end = self.spans(event_id)
-        self.store.add_keys({"video_id": [self.video_id] * len(ids), "vector": keys, "event_id": event_id,
+        self.store.insert_keys({"video_id": [self.video_id] * len(ids), "vector": keys, "event_id": event_id,
                              "slot": slot, "kind": _kind(slot), "t_start": t_start, "t_end": t_end})
 
     def remove_range(self, lo: int, hi: int) -> int:

@@ -265,6 +265,14 @@ class MilvusStore:
         finally:
             self.client.load_collection(KEYS)
 
+    def insert_keys(self, rows: dict[str, Any]) -> None:
+        """Insert a few key rows (``add_keys``' fields; e.g. one event of a bank writing through
+        ``StoreKeyIndex``) into the loaded collection; searchable when this returns."""
+        vectors = np.ascontiguousarray(rows["vector"], dtype=np.float32)
+        self._ensure(vectors.shape[1])
+        self._insert_keys(np.asarray(rows["video_id"], dtype=object), rows, vectors, _slots(rows))
+        self.client.flush(KEYS)
+
     def _insert_keys(self, video_ids: np.ndarray, rows: dict[str, Any], vectors: np.ndarray,
                      slots: list[int]) -> None:
         """Insert key rows in batches of ``_INSERT_BATCH``. Scalar columns are turned into Python values
