@@ -382,8 +382,10 @@ class DecordDecoder(Decoder):
                  duration: float | None = None, time_base: Fraction | None = None) -> None:
         quiet_ffmpeg("decord")
         import decord
+        from torch.utils.dlpack import from_dlpack
 
         self._decord = decord
+        self._from_dlpack = from_dlpack
         h, w = shape if shape is not None else (-1, -1)
         try:
             with native_stderr_silenced():
@@ -408,7 +410,9 @@ class DecordDecoder(Decoder):
 
     def _rgb(self, index: int) -> np.ndarray:
         try:
-            return np.ascontiguousarray(self._reader[index].asnumpy())
+            # Through DLPack, the decoded frame itself (no copy): asnumpy() copies every 720p frame, which
+            # took 3× as long as decoding it (scripts/bench_ingest_stages.py --pipeline, docs/BENCHMARKS.md).
+            return np.ascontiguousarray(self._from_dlpack(self._reader[index].to_dlpack()).numpy())
         except Exception as exc:  # DECORDError from a damaged packet at fetch time
             raise StreamDamaged(failure(exc)) from exc
 
