@@ -135,7 +135,7 @@ class EncodedBatch:
     """Frames after the device stage, in order.
 
     steps:  per run of frames, the index of a kept frame into ``frames`` or a DroppedRun
-    keys:   index → [k] retrieval key of each kept frame
+    keys:   [n_kept, k] float32 retrieval keys of the kept frames, in order
     tokens: [n_kept, n, d] full vision tokens of the kept frames, in order (None when none was kept)
     """
 
@@ -144,7 +144,7 @@ class EncodedBatch:
     reduced: list[np.ndarray] = field(default_factory=list)
     cuts: set[int] = field(default_factory=set)
     fading: set[int] = field(default_factory=set)
-    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    keys: np.ndarray | None = None
     tokens: torch.Tensor | None = None
     grid: tuple[int, int] = (0, 0)
 
@@ -235,19 +235,17 @@ class FramePipeline:
             with self.timer.stage("key", len(passed)):
                 keys = encode_keys(self.encoder, pixels)
         with self.timer.stage("gate", len(frames)):
-            j = 0
-            for i, verdict in enumerate(batch.verdicts):
-                if not verdict.passes:
-                    add_dropped(out.steps, frames[i].t)
-                    self.gate.seen += 1
-                    continue
-                key = keys[j]
-                j += 1
-                if self.gate.admit(key, force=verdict is Change.LOCAL or i in batch.cuts):
+            admitted = dict(zip(passed, self.gate.admit_batch(
+                keys, [batch.verdicts[i] is Change.LOCAL or i in batch.cuts for i in passed]), strict=True)) \
+                if passed else {}
+            self.gate.seen += len(frames) - len(passed)
+            if passed:
+                out.keys = keys.float().numpy()[[j for j, i in enumerate(passed) if admitted[i]]]
+            for i, frame in enumerate(frames):
+                if admitted.get(i, False):
                     out.steps.append(i)
-                    out.keys[i] = key
                 else:
-                    add_dropped(out.steps, frames[i].t)
+                    add_dropped(out.steps, frame.t)
         kept = [s for s in out.steps if isinstance(s, int)]
         self.frames_kept += len(kept)
         if kept:
@@ -286,15 +284,13 @@ class FramePipeline:
             copy = HostCopy(torch.cat([c.tokens for c in compressed]), torch.cat([c.positions for c in compressed]),
                             torch.cat([c.sizes for c in compressed]))
             counts = np.array([c.tokens.shape[0] for c in compressed], dtype=np.int64)
-            # The keys as one float32 host array (encode_keys brought them to the host).
-            keys = torch.stack([batch.keys[i] for i in kept]).float().numpy()
             thumbs = [thumbnail(batch.reduced[i] if batch.reduced else batch.frames[i].rgb) for i in kept]
             raw = len(kept) * int(full_tokens.shape[1])
             self.raw_tokens += raw
             self.stored_tokens += int(counts.sum())
             tokens, positions, sizes = copy.tensors
             return FrameBatch(tokens, positions, sizes, counts, batch.grid,
-                              np.array([batch.frames[i].t for i in kept], dtype=np.float64), keys, thumbs,
+                              np.array([batch.frames[i].t for i in kept], dtype=np.float64), batch.keys, thumbs,
                               np.array([i in batch.cuts for i in kept]), np.array([i in batch.fading for i in kept]),
                               dropped, raw, copy)
 

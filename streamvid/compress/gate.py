@@ -76,11 +76,34 @@ class FrameGate:
     def admit(self, key: torch.Tensor, force: bool = False) -> bool:
         """key [k] → True when the frame is kept (it becomes the new reference). ``force`` keeps it
         whatever the key says (e.g. it starts a new shot)."""
-        keep = keep_frame(key, self.last_kept, self.tau) or force
-        self.seen += 1
-        if keep:
-            self.kept += 1
-            self.last_kept = key.detach().clone()
+        check_tokens("key", key, 1, "[k]")
+        return bool(self.admit_batch(key[None], [force])[0])
+
+    def admit_batch(self, keys: torch.Tensor, force: list[bool] | None = None) -> list[bool]:
+        """``admit`` over consecutive frames: keys [B, k] → B keep decisions, in order. The cosines
+        of every frame with every earlier one and with the reference come from one product; only
+        the choice of which one to read goes frame by frame (the reference moves when one is kept)."""
+        check_tokens("keys", keys, 2, "[B, k]")
+        n = keys.shape[0]
+        force = [False] * n if force is None else list(force)
+        if n == 0:
+            return []
+        units = _unit(keys)
+        if self.last_kept is not None and self.last_kept.shape[0] != units.shape[1]:
+            raise CompressionError(f"key {tuple(keys.shape[1:])} and last_kept {tuple(self.last_kept.shape)} differ")
+        pair = (units @ units.T).tolist()  # pair[i][j]: cos(frame i, frame j)
+        ref = (units @ self.last_kept).tolist() if self.last_kept is not None else None
+        keep, last = [], -1  # last: the newest kept frame of this batch (-1: the reference from before)
+        for i in range(n):
+            sim = pair[i][last] if last >= 0 else (None if ref is None else ref[i])
+            admit = force[i] or sim is None or sim < self.tau
+            keep.append(admit)
+            if admit:
+                last = i
+        self.seen += n
+        self.kept += sum(keep)
+        if last >= 0:
+            self.last_kept = units[last].clone()
         return keep
 
     def reset(self) -> None:
