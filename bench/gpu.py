@@ -66,13 +66,16 @@ class Plan:
 
 
 def plan_for(device: str, quick: bool) -> Plan:
+    from streamvid.device import default_batch_size  # what the agent itself uses when batch_frames is None
+
+    batch = default_batch_size(device)
     if device == "cuda":
         if quick:
-            return Plan(32, 320, 400, 96, 10.0, (30, 60, 120), 3.0, 128)
-        return Plan(32, 1280, 1364, 480, 12.0, (30, 60, 90, 120, 180), 3.0, 320)
+            return Plan(batch, 320, 400, 96, 10.0, (30, 60, 120), 3.0, 128)
+        return Plan(batch, 1280, 1364, 480, 12.0, (30, 60, 90, 120, 180), 3.0, 320)
     if quick:
-        return Plan(2, 4, 8, 2, 60.0, (0.5, 1.0), 4.0, 0)
-    return Plan(2, 16, 24, 4, 120.0, (0.25, 0.5, 1.0, 2.0), 8.0, 4)
+        return Plan(batch, 4, 8, 2, 60.0, (0.5, 1.0), 4.0, 0)
+    return Plan(batch, 16, 24, 4, 120.0, (0.25, 0.5, 1.0, 2.0), 8.0, 4)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -317,7 +320,7 @@ def ingest_run(llm: Any, encoder: Any, config: Any, video: Path, frames: int, se
 
 def warm(llm: Any, encoder: Any, config: Any, video: Path) -> None:
     """One short untimed ingest: kernels, allocator and threads are set up before timing."""
-    ingest_run(llm, encoder, config, video, frames=2 * config.batch_frames, seconds=60.0)
+    ingest_run(llm, encoder, config, video, frames=2 * config.frames_per_batch, seconds=60.0)
 
 
 # ---------------------------------------------------------------------------------------- sections

@@ -113,7 +113,7 @@ def compress_report(models: Models, video: Path | str, fps: float, config: Agent
             first_rgb = frame.rgb if first_rgb is None else first_rgb
             batch.append(frame)
             last_t = frame.t
-            if len(batch) >= config.batch_frames:
+            if len(batch) >= config.frames_per_batch:
                 pipe.process(batch)
                 bar.update(len(batch))
                 batch = []
@@ -256,7 +256,7 @@ def live_report(models: Models, config: AgentConfig, *, push_fps: float, seconds
         "push_fps": round(push_fps, 2), "seconds": round(elapsed, 2), "pushed": pushed, "dropped": dropped,
         "dropped_pct": round(100.0 * dropped / max(1, pushed), 1), "ingested": stats["frames_seen"],
         "frames_kept": stats["frames_kept"], "max_waiting_or_in_flight": int(waiting_max),
-        "buffer_capacity": 1, "max_in_flight": LIVE_IN_FLIGHT * config.batch_frames,
+        "buffer_capacity": 1, "max_in_flight": LIVE_IN_FLIGHT * config.frames_per_batch,
         "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 1),
         "latency_ms_p95": round(float(np.nanpercentile(lat, 95)), 1), "latency_ms_max": round(float(np.nanmax(lat)), 1),
         "latency_samples": len(latencies),

@@ -53,8 +53,7 @@ class TimedSource(FrameSource):
             frame = next(it, None)
             if frame is None or (self.until is not None and frame.t >= self.until):
                 return
-            self.timer.ms["decode"] += (time.perf_counter() - t0) * 1000.0
-            self.timer.frames["decode"] += 1
+            self.timer.add("decode", (time.perf_counter() - t0) * 1000.0, 1)
             yield frame
 
     def close(self) -> None:

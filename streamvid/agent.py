@@ -312,11 +312,11 @@ class StreamAgent:
                 self._end_of_stream()
 
     def _batches(self, src: FrameSource, stoppable: bool = False) -> Iterator[list[Frame]]:
-        """Source frames (on the memory clock) grouped as the pipeline takes them: ``batch_frames`` at a
-        time from a file; from a live source, whatever is waiting (up to ``batch_frames``), never waiting
+        """Source frames (on the memory clock) grouped as the pipeline takes them: ``frames_per_batch`` at
+        a time from a file; from a live source, whatever is waiting (up to that), never waiting
         for more. A source that fails part-way first gives the frames read before the failure. With
         ``stoppable``, ``stop()`` ends it (a push source still gives the frames already pushed)."""
-        size = max(1, self.config.batch_frames)
+        size = self.config.frames_per_batch
         read = getattr(src, "read", None) if src.is_live else None
         # A frame already handed over is ingested even when stop() came meanwhile, and a closed push
         # source still yields the (at most max_pending) frames waiting in it, so every pushed frame ends
@@ -364,6 +364,8 @@ class StreamAgent:
     def _write_batch(self, batch: FrameBatch) -> None:
         """A batch from the pipeline → memory, in one call. Every frame is counted once in ``frames_seen``:
         a kept one as written, a dropped repeat as seen (which also stretches the open event's span)."""
+        if batch.ready is not None:
+            batch.ready.synchronize()  # its copy to the host: device time, not the memory write's
         with self.backend.timer.stage("memory", batch.frames):
             self._close_events(self.memory.write_batch(batch))
 

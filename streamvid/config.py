@@ -149,7 +149,9 @@ class AgentConfig:
 
     # Sampling.
     fps: float = 2.0
-    batch_frames: int = 8  # frames per batch through the encoders when ingesting a file
+    # Frames per batch through the encoders when ingesting; None: what the device wants
+    # (streamvid.device.default_batch_size: large on a GPU, small on a CPU). See ``frames_per_batch``.
+    batch_frames: int | None = None
     frame_size: int | None = None  # short side to resize to on decode; None keeps the source size
     # Ingestion runs as stages on their own threads (decode, pre-gate, device, compress; memory writes
     # on the ingesting thread) joined by queues of at most queue_batches batches; False: one thread.
@@ -205,7 +207,8 @@ class AgentConfig:
         self.fps = check_fps(self.fps)
         if self.fps is None:
             raise ConfigError("fps must be a finite number > 0, got None")
-        self.batch_frames = _int("batch_frames", self.batch_frames, 1)
+        if self.batch_frames is not None:
+            self.batch_frames = _int("batch_frames", self.batch_frames, 1)
         self.frame_size = check_size(self.frame_size, "frame_size")
         # Cosine thresholds: 1 keeps all but exact repeats, -1 drops everything.
         self.tau_dup = _number("tau_dup", self.tau_dup, -1.0, 1.0)
@@ -242,6 +245,15 @@ class AgentConfig:
             raise ConfigError(f"captions must be True or False, got {self.captions!r}")
         self.caption_tokens = _int("caption_tokens", self.caption_tokens, 1, MAX_NEW_TOKENS)
         self.caption_min_gap_s = _number("caption_min_gap_s", self.caption_min_gap_s, 0.0)
+
+    @property
+    def frames_per_batch(self) -> int:
+        """``batch_frames``, or when it is None the device's ``streamvid.device.default_batch_size``."""
+        if self.batch_frames is not None:
+            return self.batch_frames
+        from streamvid.device import default_batch_size
+
+        return default_batch_size(self.device)
 
     def replace(self, **overrides: Any) -> AgentConfig:
         """A copy with the named fields replaced; an unknown name raises ConfigError."""

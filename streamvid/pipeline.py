@@ -37,20 +37,39 @@ THUMBNAIL_SHORT_SIDE = 96
 class StageTimer:
     """Accumulated milliseconds and frame counts per named stage; safe to use from several threads.
 
-    Device work is asynchronous (CUDA), so by default a stage is charged the host time it took to
-    queue its work, and a later stage that waits for the result is charged the rest. Set ``sync``
-    (e.g. ``torch.cuda.synchronize``; :meth:`FramePipeline.exact_timings` does) to wait for the device
-    at the end of every stage: the per-stage figures are then right, at the cost of the overlap.
+    Host stages are charged the wall time they took. A device stage (``stage(..., device=True)``) on a
+    CUDA device is charged the device time between two CUDA events recorded around it, read only when
+    the figures are (``ms`` / ``ms_per_frame``): nothing waits for the device while timing, and a stage
+    that waits for an earlier stage's device work is not charged for it. On other devices a device
+    stage is a host stage. Set ``sync`` (e.g. ``torch.cuda.synchronize``; :meth:`FramePipeline.exact_timings`
+    does) to wait for the device at the end of every stage instead, charging host time (no overlap).
     """
 
-    def __init__(self, sync: Callable[[], None] | None = None) -> None:
-        self.ms: dict[str, float] = defaultdict(float)
-        self.frames: dict[str, int] = defaultdict(int)
+    PENDING_MAX = 256  # event pairs kept unread before the finished ones are folded in
+
+    def __init__(self, sync: Callable[[], None] | None = None, device: str | torch.device | None = None) -> None:
+        self._ms: dict[str, float] = defaultdict(float)
+        self._frames: dict[str, int] = defaultdict(int)
         self.sync = sync
+        self.cuda_events = device is not None and torch.device(device).type == "cuda"
+        self._pending: list[tuple[str, Any, Any, int]] = []  # (stage, start event, end event, frames)
         self._lock = threading.Lock()
 
     @contextmanager
-    def stage(self, name: str, frames: int = 1) -> Iterator[None]:
+    def stage(self, name: str, frames: int = 1, device: bool = False) -> Iterator[None]:
+        if device and self.cuda_events and self.sync is None:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                with self._lock:
+                    self._pending.append((name, start, end, frames))
+                    if len(self._pending) > self.PENDING_MAX:
+                        self._fold(wait=False)
+            return
         t0 = time.perf_counter()
         try:
             yield
@@ -59,20 +78,49 @@ class StageTimer:
                 self.sync()
             self.add(name, (time.perf_counter() - t0) * 1000.0, frames)
 
+    def _fold(self, wait: bool) -> None:
+        """Add the device times of the pending event pairs (all of them, waiting; or those finished)."""
+        left = []
+        for name, start, end, frames in self._pending:
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                left.append((name, start, end, frames))
+                continue
+            self._ms[name] += start.elapsed_time(end)
+            self._frames[name] += frames
+        self._pending = left
+
     def add(self, name: str, ms: float, frames: int) -> None:
         with self._lock:
-            self.ms[name] += ms
-            self.frames[name] += frames
+            self._ms[name] += ms
+            self._frames[name] += frames
+
+    @property
+    def ms(self) -> dict[str, float]:
+        """Total ms per stage (a copy)."""
+        with self._lock:
+            self._fold(wait=True)
+            return dict(self._ms)
+
+    @property
+    def frames(self) -> dict[str, int]:
+        """Frames that went through each stage (a copy)."""
+        with self._lock:
+            self._fold(wait=True)
+            return dict(self._frames)
 
     def ms_per_frame(self) -> dict[str, float]:
         """Mean ms per frame that went through each stage."""
         with self._lock:
-            return {k: self.ms[k] / max(1, self.frames[k]) for k in self.ms}
+            self._fold(wait=True)
+            return {k: self._ms[k] / max(1, self._frames[k]) for k in self._ms}
 
     def reset(self) -> None:
         with self._lock:
-            self.ms.clear()
-            self.frames.clear()
+            self._ms.clear()
+            self._frames.clear()
+            self._pending = []
 
 
 @dataclass
@@ -165,7 +213,7 @@ class FramePipeline:
         self.config = config
         self.encoder = encoder
         self.llm = llm
-        self.timer = StageTimer()
+        self.timer = StageTimer(device=getattr(llm, "device", None))
         self.pregate = PreGate(side=SHOT_SIDE) if config.pregate else None
         self.gate = FrameGate(config.tau_dup)
         self.shots = ShotDetector()
@@ -196,7 +244,7 @@ class FramePipeline:
         frames = [batch.frames[i].rgb for i, v in enumerate(batch.verdicts) if v.passes]
         if not frames:
             return batch
-        with self.timer.stage("upload", len(frames)):
+        with self.timer.stage("upload", len(frames), device=True):
             if len({f.shape for f in frames}) > 1:
                 batch.pixels = frames
             else:
@@ -232,7 +280,7 @@ class FramePipeline:
         keys = None
         pixels = batch.pixels if batch.pixels is not None else [frames[i].rgb for i in passed]
         if passed:
-            with self.timer.stage("key", len(passed)):
+            with self.timer.stage("key", len(passed), device=True):
                 keys = encode_keys(self.encoder, pixels)
         with self.timer.stage("gate", len(frames)):
             admitted = dict(zip(passed, self.gate.admit_batch(
@@ -256,7 +304,7 @@ class FramePipeline:
                 chosen = pixels if every else pixels.index_select(0, torch.tensor(rows, device=pixels.device))
             else:
                 chosen = [pixels[r] for r in rows]
-            with self.timer.stage("vision", len(kept)):
+            with self.timer.stage("vision", len(kept), device=True):
                 visual = self.llm.frame_tokens(chosen, times=[frames[i].t for i in kept])
             out.tokens, out.grid = visual.tokens, visual.grid
         return out
@@ -274,7 +322,7 @@ class FramePipeline:
                 dropped.append((len(kept), s.count, s.t_last))
         if not kept:
             return empty_batch(self.llm_dims(), dropped)
-        with self.timer.stage("compress", len(kept)):
+        with self.timer.stage("compress", len(kept), device=True):
             full_tokens = batch.tokens
             if self._last_tokens is not None and self._last_tokens.shape != full_tokens.shape[1:]:
                 self._last_tokens = None  # the grid changed (new resolution): start over
@@ -284,15 +332,16 @@ class FramePipeline:
             copy = HostCopy(torch.cat([c.tokens for c in compressed]), torch.cat([c.positions for c in compressed]),
                             torch.cat([c.sizes for c in compressed]))
             counts = np.array([c.tokens.shape[0] for c in compressed], dtype=np.int64)
+        with self.timer.stage("thumbnails", len(kept)):
             thumbs = [thumbnail(batch.reduced[i] if batch.reduced else batch.frames[i].rgb) for i in kept]
-            raw = len(kept) * int(full_tokens.shape[1])
-            self.raw_tokens += raw
-            self.stored_tokens += int(counts.sum())
-            tokens, positions, sizes = copy.tensors
-            return FrameBatch(tokens, positions, sizes, counts, batch.grid,
-                              np.array([batch.frames[i].t for i in kept], dtype=np.float64), batch.keys, thumbs,
-                              np.array([i in batch.cuts for i in kept]), np.array([i in batch.fading for i in kept]),
-                              dropped, raw, copy)
+        raw = len(kept) * int(full_tokens.shape[1])
+        self.raw_tokens += raw
+        self.stored_tokens += int(counts.sum())
+        tokens, positions, sizes = copy.tensors
+        return FrameBatch(tokens, positions, sizes, counts, batch.grid,
+                          np.array([batch.frames[i].t for i in kept], dtype=np.float64), batch.keys, thumbs,
+                          np.array([i in batch.cuts for i in kept]), np.array([i in batch.fading for i in kept]),
+                          dropped, raw, copy)
 
     def llm_dims(self) -> tuple[int, int]:
         """(token width, key width) of this pipeline's models."""

@@ -169,6 +169,17 @@ def test_staged_path_gives_the_serial_paths_memory(clip):
         np.testing.assert_array_equal(a[2], b[2])
 
 
+def test_batch_size_follows_the_device_unless_set():
+    from streamvid.config import preset_config
+    from streamvid.device import default_batch_size
+
+    config = preset_config("tiny-random")
+    assert config.batch_frames is None and config.frames_per_batch == default_batch_size("cpu")
+    # Resolved when read, so a config moved to another device takes that device's batch size.
+    assert config.replace(device="cuda").frames_per_batch == default_batch_size("cuda") > config.frames_per_batch
+    assert config.replace(device="cuda", batch_frames=5).frames_per_batch == 5
+
+
 # ---------------------------------------------------------------------------------------- backpressure
 def test_a_slow_stage_never_grows_a_queue_past_its_bound():
     produced: list[int] = []
