@@ -334,12 +334,11 @@ class FramePipeline:
             full_tokens = batch.tokens
             if self._last_tokens is not None and self._last_tokens.shape != full_tokens.shape[1:]:
                 self._last_tokens = None  # the grid changed (new resolution): start over
-            compressed = compress_frames(full_tokens, self._last_tokens, self.config.tau_temporal,
-                                         self.config.tokens_per_frame)
+            packed = compress_frames(full_tokens, self._last_tokens, self.config.tau_temporal,
+                                     self.config.tokens_per_frame, packed=True)
             self._last_tokens = full_tokens[-1]
-            copy = HostCopy(torch.cat([c.tokens for c in compressed]), torch.cat([c.positions for c in compressed]),
-                            torch.cat([c.sizes for c in compressed]))
-            counts = np.array([c.tokens.shape[0] for c in compressed], dtype=np.int64)
+            copy = HostCopy(packed.tokens, packed.positions, packed.sizes)
+            counts = np.array(packed.counts, dtype=np.int64)
         with self.timer.stage("thumbnails", len(kept)):
             thumbs = [thumbnail(batch.reduced[i] if batch.reduced else batch.frames[i].rgb) for i in kept]
         raw = len(kept) * int(full_tokens.shape[1])

@@ -405,6 +405,11 @@ def test_compress_frames_equals_compress_frame_frame_by_frame(with_prev):
         assert torch.equal(got.tokens, want.tokens) and torch.equal(got.positions, want.positions)
         assert torch.equal(got.sizes, want.sizes)
     assert len(batched) == 5 and any(c.sizes.sum() < 16 for c in batched)  # the temporal drop did drop
+    packed = compress_frames(frames, prev, 0.9, 4, packed=True)  # the same results, one after another
+    assert packed.counts == [c.tokens.shape[0] for c in batched]
+    assert torch.equal(packed.tokens, torch.cat([c.tokens for c in batched]))
+    assert torch.equal(packed.positions, torch.cat([c.positions for c in batched]))
+    assert torch.equal(packed.sizes, torch.cat([c.sizes for c in batched]))
     with pytest.raises(CompressionError, match="grid changed"):
         compress_frames(frames, randn(9, 8, seed=0), 0.9, 4)
 
@@ -425,3 +430,8 @@ def test_compress_frames_merges_equal_counts_together_bitwise():
     assert [int(c.sizes.sum()) for c in batched][4:7] == [64, 0, 32]
     filled = [t for c in batched for t in c if t.numel()]
     assert len({t.untyped_storage().data_ptr() for t in filled}) == len(filled)  # no frame shares another's memory
+    for tokens in (randn(8, 64, 24, seed=6), frames):  # one group of every frame (a reshape), and mixed groups
+        listed, packed = compress_frames(tokens, None, 0.9, 16), compress_frames(tokens, None, 0.9, 16, packed=True)
+        assert packed.counts == [c.tokens.shape[0] for c in listed]
+        for name in ("tokens", "positions", "sizes"):
+            assert torch.equal(getattr(packed, name), torch.cat([getattr(c, name) for c in listed])), name

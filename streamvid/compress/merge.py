@@ -279,7 +279,8 @@ def compress_frames(
     budget: int,
     *,
     impl: str | None = None,
-) -> list[CompressedFrame]:
+    packed: bool = False,
+) -> list[CompressedFrame] | PackedFrames:
     """:func:`compress_frame` over consecutive kept frames at once, with ONE host transfer per call.
 
     tokens:      [K, N, d] the full tokens of K consecutive kept frames; frame k's previous kept frame
@@ -289,13 +290,17 @@ def compress_frames(
     frames with the same number of surviving tokens are merged together in one batched
     :func:`merge_to_budget` call (every frame of a batch at once when nothing was dropped), so the
     Python work per call grows with the number of distinct survivor counts, not with K.
-    Returns the same K results, in order, as calling :func:`compress_frame` frame by frame.
+    Returns the same K results, in order, as calling :func:`compress_frame` frame by frame; with
+    ``packed``, those results one after another as :class:`PackedFrames` (no per-frame copies).
     """
     tau = check_tau("tau_temporal", tau_temporal)
     budget = check_budget("budget", budget)
     check_tokens("tokens", tokens, 3, "[K, N, d]")
     n_frames, n_tok, _ = tokens.shape
     if n_frames == 0:
+        if packed:
+            empty = torch.zeros(0, dtype=torch.long, device=tokens.device)
+            return PackedFrames(tokens.reshape(0, tokens.shape[-1]), empty, empty.float(), [])
         return []
     if prev_tokens is not None:
         check_tokens("prev_tokens", prev_tokens, 2, "[N, d]")
@@ -311,13 +316,47 @@ def compress_frames(
         keep = torch.ones(n_frames, n_tok, dtype=torch.bool)
         if n_frames > 1:
             keep[1:] = temporal_similarity(tokens[1:], tokens[:-1], tau, impl=impl)[1].cpu()
-    return [out for _, out in sorted(_merge_groups_by_count(tokens, keep, budget, impl))]
+    groups = _merge_groups_by_count(tokens, keep, budget, impl)
+    if packed:
+        return _pack(groups, n_frames)
+    out = []
+    for frames, merged, sizes, positions in groups:
+        # Each frame's own copy: memory keeps frames apart (and safetensors refuses shared storage).
+        own = (lambda x: x) if len(frames) == 1 else torch.Tensor.clone
+        out += [(k, CompressedFrame(tokens=own(merged[j]), positions=own(positions[j]), sizes=own(sizes[j])))
+                for j, k in enumerate(frames)]
+    return [r for _, r in sorted(out, key=lambda kv: kv[0])]
 
 
-def _merge_groups_by_count(tokens: torch.Tensor, keep: torch.Tensor, budget: int,
-                           impl: str | None) -> list[tuple[int, CompressedFrame]]:
-    """(frame index, result) for every frame of tokens [K, N, d] whose survivors are keep [K, N] (bool,
-    on the host): the frames with the same survivor count go through ONE batched merge."""
+class PackedFrames(NamedTuple):
+    """K frames after :func:`compress_frames` with ``packed=True``, one after another in frame order:
+    tokens [M, d], positions [M] long, sizes [M] float32; counts: K ints, frame k's share of M."""
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    sizes: torch.Tensor
+    counts: list[int]
+
+
+def _pack(groups: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]], n_frames: int) -> PackedFrames:
+    """Merged groups → one packed result: a reshape when one group holds every frame (the usual case:
+    nothing reordered, no per-frame work), else one concatenation of per-frame views in frame order."""
+    if len(groups) == 1:
+        _, merged, sizes, positions = groups[0]
+        n = int(merged.shape[1])
+        return PackedFrames(merged.reshape(-1, merged.shape[-1]), positions.reshape(-1), sizes.reshape(-1),
+                            [n] * n_frames)
+    rows = sorted((k, g, j) for g, (frames, *_rest) in enumerate(groups) for j, k in enumerate(frames))
+    pick = [(groups[g][1][j], groups[g][3][j], groups[g][2][j]) for _, g, j in rows]
+    return PackedFrames(torch.cat([p[0] for p in pick]), torch.cat([p[1] for p in pick]),
+                        torch.cat([p[2] for p in pick]), [int(p[0].shape[0]) for p in pick])
+
+
+def _merge_groups_by_count(tokens: torch.Tensor, keep: torch.Tensor, budget: int, impl: str | None
+                           ) -> list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(frame indices, merged [g, n, d], sizes [g, n], positions [g, n]) per group of the frames of
+    tokens [K, N, d] with the same survivor count (keep [K, N] bool, on the host): each group goes
+    through ONE batched merge; row j of a group's results is its frame j."""
     counts = keep.sum(1)
     # The survivors' grid indices of every frame, ascending, packed to the left of each row.
     order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)
@@ -332,10 +371,7 @@ def _merge_groups_by_count(tokens: torch.Tensor, keep: torch.Tensor, budget: int
         else:
             survivors = group.gather(1, kept_positions[..., None].expand(-1, -1, tokens.shape[-1]))
             merged, sizes, positions = merge_to_budget(survivors, budget, positions=kept_positions, impl=impl)
-        # Each frame's own copy: memory keeps frames apart (and safetensors refuses shared storage).
-        own = (lambda x: x) if len(frames) == 1 else torch.Tensor.clone
-        out += [(k, CompressedFrame(tokens=own(merged[j]), positions=own(positions[j]), sizes=own(sizes[j])))
-                for j, k in enumerate(frames.tolist())]
+        out.append((frames.tolist(), merged, sizes, positions))
     return out
 
 
