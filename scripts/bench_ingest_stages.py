@@ -3,8 +3,8 @@ spends per frame outside the encoders (issue 13), as ``FramePipeline`` calls it.
 
 - ``pixel``: the pre-gate stage per frame (``reduced_copy``, the shared 64×64 copy, shot detector, pre-gate);
 - ``thumbnails``: the memory thumbnails of the batch (from the reduced copies);
-- ``compress``: ``compress_frames`` on SmolVLM-256M-shaped tokens [B, 64, 576], and how many torch
-  operators it dispatches per batch (each a kernel launch on a GPU).
+- ``compress``: ``compress_frames(..., packed=True)`` (as the pipeline calls it) on SmolVLM-256M-shaped
+  tokens [B, 64, 576], and how many torch operators it dispatches per batch (each a kernel launch on a GPU).
 
 Best of ``--repeat`` passes, one CPU thread each for torch and OpenCV; no model weights needed.
 
@@ -127,15 +127,15 @@ def main() -> None:
     reduced = [reduced_copy(f) for f in frames]
     tokens = torch.randn(args.batch, 64, 576, device=device).bfloat16()
     prev = torch.randn(64, 576, device=device).bfloat16()
-    compress_frames(tokens, prev, 0.9, 32)
+    compress_frames(tokens, prev, 0.9, 32, packed=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        compress_frames(tokens, prev, 0.9, 32)
+        compress_frames(tokens, prev, 0.9, 32, packed=True)
     ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
     out = {"batch": args.batch, "device": str(device),
            "pixel_ms": best_ms_per_frame(pixel, args.batch, args.repeat, sync),
            "thumbnails_ms": best_ms_per_frame(lambda: [thumbnail(r) for r in reduced], args.batch, args.repeat, sync),
-           "compress_ms": best_ms_per_frame(lambda: compress_frames(tokens, prev, 0.9, 32), args.batch, args.repeat,
-                                            sync),
+           "compress_ms": best_ms_per_frame(lambda: compress_frames(tokens, prev, 0.9, 32, packed=True), args.batch,
+                                            args.repeat, sync),
            "compress_torch_ops_per_batch": ops}
     print(json.dumps(out))
 
