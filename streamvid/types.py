@@ -195,10 +195,16 @@ class FrameBatch:
         if len(grids) > 1:
             raise MemoryInputError(f"the frames of one batch share one token grid, got {sorted(grids)}")
         d = int(frames[0].tokens.shape[1]) if b else int(token_dim or 1)
+
+        def packed(name: str, empty: torch.Tensor) -> torch.Tensor:
+            if b == 1:  # one frame: its own tensors, no copy
+                return getattr(frames[0], name)
+            return torch.cat([getattr(f, name) for f in frames]) if b else empty
+
         return cls(
-            tokens=torch.cat([f.tokens for f in frames]) if b else torch.zeros(0, d),
-            positions=torch.cat([f.positions for f in frames]) if b else torch.zeros(0, dtype=torch.long),
-            sizes=torch.cat([f.sizes for f in frames]) if b else torch.zeros(0),
+            tokens=packed("tokens", torch.zeros(0, d)),
+            positions=packed("positions", torch.zeros(0, dtype=torch.long)),
+            sizes=packed("sizes", torch.zeros(0)),
             counts=np.array([f.n for f in frames], dtype=np.int64), grid=grids.pop() if b else (0, 0),
             times=np.array([f.t for f in frames], dtype=np.float64),
             keys=(np.stack([_key_array(k) for k in keys]) if b

@@ -30,7 +30,7 @@ from streamvid.config import PRESETS, AgentConfig
 from streamvid.errors import ConfigError, MemoryFormatError, MemoryInputError, QuestionError, StreamvidError
 from streamvid.memory.archive import EventArchive, check_event_tensors, event_from_tensors, event_tensors
 from streamvid.memory.index import KeyIndex
-from streamvid.memory.long_term import EventBuilder, consolidate
+from streamvid.memory.long_term import EventBuilder, consolidate, own_tensor
 from streamvid.memory.short_term import ShortTermFrame, ShortTermMemory
 from streamvid.segment import EventSegmenter
 from streamvid.tensorops import l2_normalise
@@ -271,9 +271,10 @@ class MemoryBank:
         def make(j: int) -> ShortTermFrame:
             f = i + j
             a, z = int(offsets[f]), int(offsets[f + 1])
-            # Its own copy: a view would keep the whole batch's tensors alive for as long as the frame stays.
-            frame = FrameTokens(batch.tokens[a:z].clone(), batch.positions[a:z].clone(), batch.sizes[a:z].clone(),
-                                batch.grid, float(batch.times[f]))
+            # A slice of a larger batch is copied: a view would keep the whole batch's tensors alive for as
+            # long as the frame stays.
+            frame = FrameTokens(own_tensor(batch.tokens[a:z]), own_tensor(batch.positions[a:z]),
+                                own_tensor(batch.sizes[a:z]), batch.grid, float(batch.times[f]))
             if frame.n > self.short_cap:
                 frame = _shrink(frame, self.short_cap)
             return ShortTermFrame(frame, keys[f], batch.thumbnails[f])

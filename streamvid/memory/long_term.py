@@ -52,13 +52,16 @@ def consolidate(tokens: TokenSet, budget: int) -> TokenSet:
                               budget)
 
 
-def owned(tokens: TokenSet) -> TokenSet:
-    """``tokens`` with each tensor that is a view into a larger one (e.g. a slice of a batch) copied, so
-    what memory keeps holds no more than it counts."""
-    def own(t: torch.Tensor) -> torch.Tensor:
-        return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+def own_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of it when it is a view into a larger tensor (e.g. one frame's slice of a batch),
+    so that what memory keeps holds no more than it counts."""
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
 
-    return TokenSet(own(tokens.tokens), own(tokens.times), own(tokens.positions), own(tokens.sizes), tokens.grid)
+
+def owned(tokens: TokenSet) -> TokenSet:
+    """``tokens`` with each tensor ``own_tensor``."""
+    return TokenSet(own_tensor(tokens.tokens), own_tensor(tokens.times), own_tensor(tokens.positions),
+                    own_tensor(tokens.sizes), tokens.grid)
 
 
 class EventBuilder:
