@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-params", default='{"ef": 64}', help='JSON, e.g. {"nprobe": 32} for IVF_FLAT')
     ap.add_argument("--chunk", type=int, default=100_000, help="rows per add_keys call")
     ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--clip-seconds", type=float, default=60.0)
+    ap.add_argument("--clip-seconds", type=float, default=1200.0,
+                    help="clip length; at --fps 10 a file is ~10 s of tiny-random work here")
     ap.add_argument("--fps", type=float, default=10.0, help="frames per second the workers sample")
     ap.add_argument("--repeats", type=int, default=1, help="rounds of (1 worker, 2 workers), order alternating")
     ap.add_argument("--skip-search", action="store_true")
