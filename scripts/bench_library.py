@@ -13,7 +13,9 @@
 2. Workers: ``--files`` generated clips indexed with tiny-random by ``index_library`` on a local
    Ray cluster of 2 CPUs, with 1 and with 2 workers (``--repeats`` rounds, the two interleaved,
    a fresh store each): wall seconds, files/hour from the command's start and from the moment the
-   last worker had its models loaded, and the 2-over-1 ratios.
+   last worker had its models loaded, and the 2-over-1 ratios. First, the machine's ceiling: one
+   clip indexed by 1, then by 2 plain processes at once (no Ray): on a shared machine a second
+   worker cannot gain more than a second process does.
 
 Prints one table per part and the ratios, the load average around each run, and writes every
 figure to ``--json``. Times depend on the machine and its load: compare within one run.
@@ -90,6 +92,38 @@ def bench_search(n: int, dim: int, queries: int, index_type: str, params: dict, 
             "load_after": load()}
 
 
+def _plain_worker(clip: str, store_dir: str, fps: float, barrier, results) -> None:
+    from streamvid.library.workers import IndexWorker
+
+    worker = IndexWorker("tiny-random", {"fps": fps}, store_dir, threads=1)
+    barrier.wait()  # both processes index at the same time, their models already loaded
+    t = time.perf_counter()
+    out = worker.index(clip, f"{os.getpid():032x}")
+    results.put(out["frames"] / (time.perf_counter() - t))
+
+
+def machine_ceiling(clip: Path, store_dir: Path, fps: float) -> dict:
+    """frames/s of one file indexed by 1, then 2 plain processes at once (no Ray, no driver): what a
+    second worker can add on this machine at this moment, whatever the scheduling."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out: dict = {}
+    for n in (1, 2):
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_plain_worker, args=(str(clip), str(store_dir / f"plain{n}_{i}"), fps, barrier,
+                                                         results)) for i in range(n)]
+        for p in procs:
+            p.start()
+        rates = [results.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join()
+        out[f"fps_{n}_processes"] = round(sum(rates), 1)
+    out["ratio_2_over_1"] = round(out["fps_2_processes"] / out["fps_1_processes"], 2)
+    out["load"] = load()
+    return out
+
+
 def bench_workers(files: int, duration: float, fps: float, repeats: int) -> dict:
     import ray
     from streamvid_bench.samples import PALETTE, Scene, write_video
@@ -105,6 +139,8 @@ def bench_workers(files: int, duration: float, fps: float, repeats: int) -> dict
         for i in range(files):
             write_video(d / f"clip{i}.mp4", duration=duration, fps=max(10, fps), width=160, height=120,
                         scenes=[Scene(0.0, duration, PALETTE[i % len(PALETTE)], shape=["door", "car", "ball"][i % 3])])
+        out["machine_ceiling"] = machine_ceiling(d / "clip0.mp4", Path(tmp), fps)
+        print(f"  plain processes: {json.dumps(out['machine_ceiling'])}", file=sys.stderr, flush=True)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             for r in range(repeats):
@@ -161,6 +197,9 @@ def print_tables(result: dict) -> None:
                   f"| {r['load_before']}–{r['load_after']} |")
         print(f"\n2 / 1 workers, files/hour from the start: {w['ratio_2_over_1_files_per_hour']}×; "
               f"after the workers are ready: {w['ratio_2_over_1_files_per_hour_after_ready']}×")
+        c = w["machine_ceiling"]
+        print(f"Machine ceiling now (one file in 1 vs 2 plain processes, no Ray): {c['ratio_2_over_1']}× "
+              f"({c['fps_1_processes']} → {c['fps_2_processes']} frames/s, load {c['load']})")
 
 
 def main(argv: list[str] | None = None) -> int:
