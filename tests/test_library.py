@@ -62,6 +62,9 @@ def test_four_videos_indexed_and_searchable_by_their_own_content(library, videos
     assert not report.failed and report.workers == 2
     assert len(report.indexed) == 4 and report.frames == sum(r.frames for r in report.indexed) > 0
     assert any(m.startswith("[4/4]") for m in messages)
+    # the workers load their models after the command starts and before its last file ends
+    assert 0 < report.workers_ready_s < report.seconds
+    assert report.as_dict()["files_per_hour_after_ready"] > report.as_dict()["files_per_hour"]
     with Library(uri) as lib:
         recs = lib.videos()
         assert sorted(r.path for r in recs) == sorted(str(p.resolve()) for p in videos.glob("*.mp4"))
@@ -158,3 +161,19 @@ def test_bad_store_and_paths_are_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="no keys"):
         store.write_video(rec, {"vector": np.zeros((0, 4), np.float32)})
     store.close()
+
+
+def test_bulk_keys_are_searchable_with_their_fields_when_add_keys_returns(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 3000, 32
+    keys = rng.normal(size=(n, d)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    vids = [f"{i // 100:032x}" for i in range(n)]
+    with MilvusStore(f"milvus://{tmp_path / 'lib.db'}", index_type="HNSW", index_params={"M": 16}) as store:
+        store.add_keys({"vector": keys, "video_id": vids, "event_id": np.arange(n) % 100, "kind": ["frame"] * n,
+                        "t_start": np.arange(n) * 0.5, "t_end": np.arange(n) * 0.5 + 0.5})
+        assert store.count_keys() == n and store.count_keys(vids[1234]) == 100
+        for i in (0, 1234, n - 1):
+            hit = store.search(keys[i], k=3)[0][0]
+            assert (hit.video_id, hit.event_id, hit.kind) == (vids[i], i % 100, "frame")
+            assert (hit.t_start, hit.t_end) == (i * 0.5, i * 0.5 + 0.5) and hit.score == pytest.approx(1.0, abs=1e-4)
