@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", metavar="VIDEO QUESTION", help="VIDEO and QUESTION, or QUESTION with --memory")
     p.add_argument("--memory", help="a memory directory written by `streamvid index`")
     p.add_argument("--store", help="a library store written by `streamvid index-library` (milvus:///path/lib.db)")
-    p.add_argument("--store-dir", help="the videos' memories: a folder or an object-store URL (s3://bucket/prefix)")
+    p.add_argument("--store-dir", help="the videos' memories, where they are not where the store recorded them "
+                   "(a folder or an object-store URL, s3://bucket/prefix)")
     p.add_argument("--video", help="with --store: answer from this video only (id or path)")
     model_args(p)
     p.set_defaults(func=cmd_ask, parser=p)

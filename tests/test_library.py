@@ -149,8 +149,8 @@ def test_ask_store_from_another_process(library, videos):
 def test_bad_store_and_paths_are_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="milvus:///path/lib.db"):
         MilvusStore(f"sqlite://{tmp_path}/x.db")
-    with pytest.raises(StoreError, match="--store-dir"):
-        MilvusStore("milvus://localhost:19530")
+    with pytest.raises(StoreError, match="--store-dir"):  # a server store must be told where memories go
+        index_library([tmp_path / "missing.mp4"], "milvus://localhost:19530")
     with pytest.raises(SourceError, match="no such file"):
         expand_paths([tmp_path / "missing.mp4"])
     (tmp_path / "empty").mkdir()

@@ -93,7 +93,10 @@ def test_index_into_s3_then_ask_from_another_process(s3, indexed):
         manifest = json.loads(objs["manifest.json"])
         assert set(objs) == set(manifest["files"]) | {"manifest.json"}  # exactly the memory, no upload mark left
         assert "archive/archive.db" in objs and "tensors.safetensors" in objs
-    out = subprocess.run([sys.executable, "-m", "streamvid.cli", "ask", "--store", uri, "--store-dir", PREFIX,
+    with MilvusStore(uri) as store:  # the store references where each video's memory is
+        assert [v.memory for v in store.videos()] == [PREFIX, PREFIX]
+    # so a reader needs no --store-dir
+    out = subprocess.run([sys.executable, "-m", "streamvid.cli", "ask", "--store", uri,
                           "--preset", "tiny-random", "--json", "what shape is in the picture?"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

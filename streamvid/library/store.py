@@ -6,7 +6,8 @@ Milvus holds two collections:
   keys and the caption (text) keys — with (video id, event id, slot, kind, t_start, t_end); the
   slot is the key's place in its event as the memory bank numbers it (0 the event key, 1.. the
   frame keys, from ``TEXT_SLOT0`` on the caption keys), so (event id, slot) is the bank's key id.
-- ``videos``: one row per fully indexed video (its content-hash id, path, counts, duration),
+- ``videos``: one row per fully indexed video (its content-hash id, path, counts, duration, and
+  ``memory``: the store dir its memory was written to, "" for the default folder beside a Lite file),
   with the video's mean event key as its vector (Milvus wants one vector field per collection).
 
 A video's event tokens, thumbnails and captions stay in its memory folder, the format
@@ -55,6 +56,7 @@ class VideoRecord:
     keys: int
     duration: float
     preset: str
+    memory: str = ""  # where its saved memory's store dir is, as recorded ("" = beside the Lite file)
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,11 @@ class KeyHit:
     slot: int = 0
 
 
-def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path | str]:
-    """``milvus:///path/lib.db`` → (local file, ``/path/lib.store``); ``milvus://host:port`` →
-    (``http://host:port``, ``store_dir``). The store dir is where per-video memories live: a local
-    folder (a Path) or an object-store URL (``s3://bucket/prefix``, kept as text)."""
+def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path | str | None]:
+    """``milvus:///path/lib.db`` → (local file, ``store_dir`` or ``/path/lib.store``); ``milvus://host:port`` →
+    (``http://host:port``, ``store_dir`` or None: then each video's recorded location is used). The store dir
+    is where per-video memories live: a local folder (a Path) or an object-store URL (``s3://bucket/prefix``,
+    kept as text)."""
     if store_dir is not None and not is_url(store_dir):
         store_dir = Path(store_dir)
     if not isinstance(uri, str) or not uri.startswith("milvus://"):
@@ -87,9 +90,6 @@ def parse_uri(uri: str, store_dir: str | Path | None = None) -> tuple[str, Path 
         return str(db), store_dir if store_dir else db.with_suffix(".store")
     if not rest or "/" in rest.rstrip("/"):
         raise StoreError(f"store URI {uri!r}: expected milvus://host:port")
-    if store_dir is None:
-        raise StoreError(f"store {uri!r} is a Milvus server: give the folder for the videos' memories "
-                         "(--store-dir, shared by every worker)")
     return "http://" + rest.rstrip("/"), store_dir
 
 
@@ -156,7 +156,12 @@ class MilvusStore:
                  index_params: dict[str, Any] | None = None) -> None:
         self.uri = uri
         target, self.store_dir = parse_uri(uri, store_dir)
-        self.memories = memories_at(self.store_dir)  # where each video's saved memory lives
+        # Where this store writes memories (None: a server store opened without --store-dir, read-only
+        # through each video's recorded location). Given explicitly, it is recorded with each video.
+        self.memories = memories_at(self.store_dir) if self.store_dir is not None else None
+        self._recorded_dir = "" if store_dir is None else (
+            self.memories.location if is_url(self.memories.location) else os.path.abspath(self.memories.location))
+        self._read_from: dict[str, Any] = {}  # recorded location → its memories, for readers
         self._target = target
         self._closed = False
         self.client = _client(target)
@@ -166,9 +171,10 @@ class MilvusStore:
         if self.client.has_collection(KEYS):
             fields = self.client.describe_collection(KEYS)["fields"]
             self._dim = next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
-            if not any(f["name"] == "slot" for f in fields):
+            vfields = self.client.describe_collection(VIDEOS)["fields"]
+            if not any(f["name"] == "slot" for f in fields) or not any(f["name"] == "memory" for f in vfields):
                 self.close()
-                raise StoreError(f"{uri} was written by an older streamvid (its keys have no slot); index the "
+                raise StoreError(f"{uri} was written by an older streamvid (no key slots or memory locations); index the "
                                  "library again into a new store")
             for name in (KEYS, VIDEOS):  # a reopened file starts with its collections released
                 self.client.load_collection(name)
@@ -178,11 +184,31 @@ class MilvusStore:
         """The key width the store holds (None while empty)."""
         return self._dim
 
+    def writable_memories(self) -> Any:
+        """Where this store writes each video's memory; a server store needs it given (``store_dir``)."""
+        if self.memories is None:
+            raise StoreError(f"store {self.uri} is a Milvus server opened without --store-dir, and this video has "
+                             "no recorded memory location: give --store-dir")
+        return self.memories
+
+    def memories_of(self, video_id: str) -> Any:
+        """Where one video's memory is read from: the store dir given to this store, else the location
+        recorded with the video when it was indexed, else (a Lite file) the folder beside it."""
+        flt = _filter_eq("video_id", video_id)
+        if self._recorded_dir:  # given explicitly: it wins (a cluster may mount the memories elsewhere)
+            return self.memories
+        rows = self.client.query(VIDEOS, filter=flt, output_fields=["memory"]) if self._dim is not None else []
+        recorded = rows[0]["memory"] if rows else ""
+        if not recorded:
+            return self.writable_memories()
+        if recorded not in self._read_from:
+            self._read_from[recorded] = memories_at(recorded)
+        return self._read_from[recorded]
+
     def video_dir(self, video_id: str) -> Path:
         """A local folder holding one video's saved memory (from an object store: its copy in the local
         cache, downloaded if not there yet)."""
-        _filter_eq("video_id", video_id)
-        return self.memories.local_dir(video_id)
+        return self.memories_of(video_id).local_dir(video_id)
 
     # ---- schema --------------------------------------------------------------------------
     def _ensure(self, dim: int) -> None:
@@ -215,6 +241,7 @@ class MilvusStore:
         vschema.add_field("keys", DataType.INT64)
         vschema.add_field("duration", DataType.DOUBLE)
         vschema.add_field("preset", DataType.VARCHAR, max_length=64)
+        vschema.add_field("memory", DataType.VARCHAR, max_length=4096)
         vschema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         vparams = self.client.prepare_index_params()
         vparams.add_index("vector", index_type="FLAT", metric_type="IP")
@@ -243,7 +270,8 @@ class MilvusStore:
         mean = l2_normalise(mean)
         self.client.insert(VIDEOS, [{
             "video_id": record.video_id, "path": record.path, "frames": record.frames, "events": record.events,
-            "keys": n, "duration": record.duration, "preset": record.preset, "vector": mean.tolist()}])
+            "keys": n, "duration": record.duration, "preset": record.preset, "memory": self._recorded_dir,
+            "vector": mean.tolist()}])
         self.client.flush(KEYS)
         self.client.flush(VIDEOS)
 
@@ -296,10 +324,12 @@ class MilvusStore:
         if self._dim is None:
             return []
         rows = self.client.query(VIDEOS, filter='video_id != ""',
-                                 output_fields=["video_id", "path", "frames", "events", "keys", "duration", "preset"])
+                                 output_fields=["video_id", "path", "frames", "events", "keys", "duration", "preset",
+                                                "memory"])
         return sorted((VideoRecord(video_id=r["video_id"], path=r["path"], frames=int(r["frames"]),
                                    events=int(r["events"]), keys=int(r["keys"]), duration=float(r["duration"]),
-                                   preset=r["preset"]) for r in rows), key=lambda v: (v.path, v.video_id))
+                                   preset=r["preset"], memory=r["memory"]) for r in rows),
+                      key=lambda v: (v.path, v.video_id))
 
     def has_video(self, video_id: str) -> bool:
         if self._dim is None:

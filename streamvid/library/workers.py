@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamvid.errors import ConfigError, SourceError
+from streamvid.errors import ConfigError, SourceError, StoreError
 from streamvid.library.objects import memories_at
-from streamvid.library.store import MilvusStore, VideoRecord, key_rows
+from streamvid.library.store import MilvusStore, VideoRecord, key_rows, parse_uri
 
 log = logging.getLogger("streamvid.library")
 
@@ -209,10 +209,13 @@ def index_library(paths: Iterable[str | Path], uri: str, *, store_dir: str | Pat
         overrides.setdefault("device", "cuda")
     config = preset_config(preset, **overrides)  # a bad preset or override fails before Ray starts
     preset_name = config.model if preset == "auto" else preset
+    if parse_uri(uri, store_dir)[1] is None:
+        raise StoreError(f"store {uri!r} is a Milvus server: give the folder or object-store URL for the videos' "
+                         "memories (--store-dir, shared by every worker)")
     files = expand_paths(paths)
     store = MilvusStore(uri, store_dir=store_dir)
     try:
-        store.memories.prepare()  # the folder made, or the object store reached, before any work starts
+        store.writable_memories().prepare()  # the folder made, or the object store reached, before any work starts
     except BaseException:
         store.close()
         raise
