@@ -174,8 +174,8 @@ class MilvusStore:
             vfields = self.client.describe_collection(VIDEOS)["fields"]
             if not any(f["name"] == "slot" for f in fields) or not any(f["name"] == "memory" for f in vfields):
                 self.close()
-                raise StoreError(f"{uri} was written by an older streamvid (no key slots or memory locations); index the "
-                                 "library again into a new store")
+                raise StoreError(f"{uri} was written by an older streamvid (no key slots or memory locations); "
+                                 "index the library again into a new store")
             for name in (KEYS, VIDEOS):  # a reopened file starts with its collections released
                 self.client.load_collection(name)
 
