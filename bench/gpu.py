@@ -282,8 +282,9 @@ def first_frames(video: Path, n: int) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ agents
-def bench_config(device: str, dtype: str, batch: int, *, keep_all: bool, staged: bool = True) -> Any:
-    """The default AgentConfig for the device, with captions off; ``keep_all``: every frame kept."""
+def bench_config(device: str, dtype: str, batch: int, *, keep_all: bool, staged: bool | None = None) -> Any:
+    """The default AgentConfig for the device, with captions off; ``keep_all``: every frame kept;
+    ``staged``: the ingest threading (None: the device's default, ``AgentConfig.ingest_staged``)."""
     from streamvid.config import AgentConfig
 
     fields = dict(device=device, dtype=dtype, batch_frames=batch, captions=False, staged_ingest=staged,
@@ -330,14 +331,21 @@ def section_every(ctx: dict[str, Any]) -> dict[str, Any]:
     llm, encoder = ctx["smolvlm"](), ctx["encoder"]()
     config = bench_config(device, dtype, plan.batch, keep_all=True)
     warm(llm, encoder, config, video)
-    staged = ingest_run(llm, encoder, config, video, plan.every_frames, plan.seconds)
+    staged = ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True, staged=True), video,
+                        plan.every_frames, plan.seconds)
     tower = bare_tower(llm, first_frames(video, plan.batch), staged["frames"], device)
     serial = ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True, staged=False), video,
                         plan.every_frames, plan.seconds / 2)
+    default = "staged" if config.ingest_staged else "serial"  # the path the device uses unless told otherwise
+    pipeline = staged if config.ingest_staged else serial
+
+    def over(run: dict[str, Any]) -> float | None:
+        return round(tower["fps"] / run["fps"], 3) if run["fps"] else None
+
     out = {"video": f"generated 1280×720 H.264, {plan.every_frames} frames", "model": "SmolVLM-256M real size",
            "dtype": dtype, "batch": plan.batch, "staged": staged, "serial": serial, "bare_tower": tower,
-           "over_bare_tower": round(tower["fps"] / staged["fps"], 3) if staged["fps"] else None,
-           "serial_over_bare_tower": round(tower["fps"] / serial["fps"], 3) if serial["fps"] else None}
+           "default_path": default, "fps": pipeline["fps"], "over_bare_tower": over(pipeline),
+           "staged_over_bare_tower": over(staged), "serial_over_bare_tower": over(serial)}
     if plan.stage_frames:
         exact = ingest_run(llm, encoder, config, video, plan.stage_frames, plan.seconds / 2, exact=True)
         out["stage_ms_synchronised"] = exact["stage_ms_per_frame"]
@@ -453,7 +461,7 @@ def targets(results: dict[str, Any], device: str) -> list[tuple[str, Any, str, b
 
     if device != "cuda":
         return [
-            row("CPU SmolVLM every frame: ingest fps", get("every", "staged", "fps"), "≥ 1.0", lambda v: v >= 1.0),
+            row("CPU SmolVLM every frame: ingest fps", get("every", "fps"), "≥ 1.0", lambda v: v >= 1.0),
             row("CPU SmolVLM: pipeline / bare tower time", get("every", "over_bare_tower"), "≤ 1.15",
                 lambda v: v <= 1.15),
             row("CPU default gate on vtest: fps", get("gate", "fps"), "(no target)", lambda v: True),
@@ -461,7 +469,7 @@ def targets(results: dict[str, Any], device: str) -> list[tuple[str, Any, str, b
             row("CPU Qwen2.5-VL (cut) every frame: fps", get("qwen", "fps"), "(no target)", lambda v: True),
         ]
     return [
-        row("SmolVLM every frame 720p: fps", get("every", "staged", "fps"), "≥ 600", lambda v: v >= 600),
+        row("SmolVLM every frame 720p: fps", get("every", "fps"), "≥ 600", lambda v: v >= 600),
         row("SmolVLM: pipeline / bare tower time", get("every", "over_bare_tower"), "≤ 1.5", lambda v: v <= 1.5),
         row("default gate, real 720p: fps", get("gate", "fps"), "≥ 1000", lambda v: v >= 1000),
         row("live 720p: highest rate ≤ 5 % dropped", get("live", "max_rate_kept_up"), "≥ 60", lambda v: v >= 60),
@@ -482,7 +490,8 @@ def table(results: dict[str, Any], device: str) -> str:
     if "every" in s and "bare_tower" in s["every"]:
         e = s["every"]
         rows.append((f"  bare tower fps (batch {e['bare_tower']['batch']})", str(e["bare_tower"]["fps"]), "", ""))
-        rows.append(("  serial path fps", str(e["serial"]["fps"]), "", ""))
+        rows.append((f"  staged / serial fps (default: {e['default_path']})",
+                     f"{e['staged']['fps']} / {e['serial']['fps']}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -292,10 +292,10 @@ class StreamAgent:
 
     def _run(self, src: FrameSource, written: Callable[[int], None] | None = None, background: bool = False) -> None:
         """Read ``src`` into memory through the frame pipeline's stages (on their own threads unless
-        ``config.staged_ingest`` is off), writing memory on this thread, in order. A failure anywhere
+        ``config.ingest_staged`` is off), writing memory on this thread, in order. A failure anywhere
         raises here once everything made before it is written; the open event is closed either way."""
         run = StagedRun(self._batches(src, stoppable=background), self.backend.stages(),
-                        maxsize=self.config.queue_batches, threaded=self.config.staged_ingest,
+                        maxsize=self.config.queue_batches, threaded=self.config.ingest_staged,
                         max_in_flight=LIVE_IN_FLIGHT if src.is_live else None, name="streamvid-ingest")
         try:
             for batch in run:

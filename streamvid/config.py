@@ -154,8 +154,9 @@ class AgentConfig:
     batch_frames: int | None = None
     frame_size: int | None = None  # short side to resize to on decode; None keeps the source size
     # Ingestion runs as stages on their own threads (decode, pre-gate, device, compress; memory writes
-    # on the ingesting thread) joined by queues of at most queue_batches batches; False: one thread.
-    staged_ingest: bool = True
+    # on the ingesting thread) joined by queues of at most queue_batches batches; False: one thread;
+    # None: what the device wants (see ``ingest_staged``).
+    staged_ingest: bool | None = None
     queue_batches: int = 2
 
     # Compression.
@@ -254,6 +255,17 @@ class AgentConfig:
         from streamvid.device import default_batch_size
 
         return default_batch_size(self.device)
+
+    @property
+    def ingest_staged(self) -> bool:
+        """``staged_ingest``, or when it is None: staged on a GPU, where the host stages overlap the device's
+        work; one thread on a CPU, where the towers already take every core and stage threads only
+        contend with them (measured: docs/BENCHMARKS.md, section 4)."""
+        if self.staged_ingest is not None:
+            return self.staged_ingest
+        import torch
+
+        return torch.device(self.device).type != "cpu"
 
     def replace(self, **overrides: Any) -> AgentConfig:
         """A copy with the named fields replaced; an unknown name raises ConfigError."""

@@ -180,6 +180,17 @@ def test_batch_size_follows_the_device_unless_set():
     assert config.replace(device="cuda", batch_frames=5).frames_per_batch == 5
 
 
+def test_ingest_threading_follows_the_device_unless_set():
+    from streamvid.config import preset_config
+
+    config = preset_config("tiny-random")
+    # One thread on a CPU (the towers take every core), stages on a GPU (they overlap the device's work).
+    assert config.staged_ingest is None and config.ingest_staged is False
+    assert config.replace(device="cuda").ingest_staged is True
+    assert config.replace(staged_ingest=True).ingest_staged is True
+    assert config.replace(device="cuda", staged_ingest=False).ingest_staged is False
+
+
 # ---------------------------------------------------------------------------------------- backpressure
 def test_a_slow_stage_never_grows_a_queue_past_its_bound():
     produced: list[int] = []
