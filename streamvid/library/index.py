@@ -33,7 +33,7 @@ from streamvid.errors import MemoryFormatError, StoreError
 from streamvid.library.store import KIND_CAPTION, KIND_EVENT, KIND_FRAME, MilvusStore
 from streamvid.memory.archive import DB_NAME, SHARD_DIR, check_event_tensors, event_from_tensors
 from streamvid.memory.bank import ARCHIVED, IN_RAM, SLOT_BITS, TEXT_SLOT0, MemoryBank, saved_config
-from streamvid.memory.persist import STATE_FILES, _read_manifest, _sha256
+from streamvid.memory.persist import STATE_FILES, file_matches, read_manifest
 from streamvid.tensorops import l2_normalise
 from streamvid.types import Event
 
@@ -147,7 +147,7 @@ class SavedEvents:
         self.root = Path(directory)
         if not self.root.is_dir():
             raise MemoryFormatError(f"{self.root}: no saved memory there (not a directory)")
-        self._files = _read_manifest(self.root)["files"]
+        self._files = read_manifest(self.root)["files"]
         self._checked: set[str] = set()
         try:
             self.meta: dict[str, Any] = json.loads(self._path(STATE_FILES["meta"]).read_text())
@@ -166,8 +166,7 @@ class SavedEvents:
             raise MemoryFormatError(f"{self.root}: damaged ({name} is not listed in the manifest)")
         p = self.root / name
         if name not in self._checked:
-            info = self._files[name]
-            if not p.is_file() or p.is_symlink() or p.stat().st_size != info["bytes"] or _sha256(p) != info["sha256"]:
+            if not file_matches(p, self._files[name]):
                 raise MemoryFormatError(f"{self.root}: damaged ({name} is missing or does not match the manifest)")
             self._checked.add(name)
         return p

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from streamvid.errors import ObjectStoreError, StoreError, StreamvidError
-from streamvid.memory.persist import FORMAT_NAME, MANIFEST, _read_manifest
+from streamvid.memory.persist import FORMAT_NAME, MANIFEST, file_matches, read_manifest
 
 log = logging.getLogger("streamvid.library")
 
@@ -95,14 +95,6 @@ class LocalMemories:
 
 def _default_cache() -> Path:
     return Path(os.environ.get("STREAMVID_CACHE_DIR") or Path.home() / ".cache" / "streamvid") / "objects"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ObjectMemories:
@@ -194,7 +186,7 @@ class ObjectMemories:
 
     def upload(self, folder: Path, video_id: str) -> None:
         """Upload a saved memory ``folder`` as ``video_id``'s, so that no reader sees it half written."""
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         names = sorted(manifest["files"])
         prefix = self._path(video_id)
         with self._io(self.url(video_id), "cannot upload the memory"):
@@ -275,7 +267,7 @@ class ObjectMemories:
     def _download(self, video_id: str, raw: bytes, into: Path) -> None:
         (into / MANIFEST).write_bytes(raw)
         try:
-            manifest = _read_manifest(into)  # format, version and every name checked before any is used as a path
+            manifest = read_manifest(into)  # format, version and every name checked before any is used as a path
         except StreamvidError as exc:
             raise ObjectStoreError(self.url(video_id, MANIFEST), f"not a streamvid memory manifest ({exc})") from exc
         for name, info in sorted(manifest["files"].items()):
@@ -287,8 +279,8 @@ class ObjectMemories:
                     self.fs.get_file(self._path(video_id, name), str(dest))
                 except FileNotFoundError:
                     raise ObjectStoreError(url, f"missing (listed in {MANIFEST}); index the video again") from None
-            size = dest.stat().st_size
-            if size != info["bytes"] or _sha256_file(dest) != info["sha256"]:
-                raise ObjectStoreError(url, f"damaged: {size} bytes, not matching the size ({info['bytes']}) and "
-                                       f"checksum in {MANIFEST} (changed after indexing?); index the video again")
+            if not file_matches(dest, info):
+                raise ObjectStoreError(url, f"damaged: {dest.stat().st_size} bytes, not matching the size "
+                                       f"({info['bytes']}) and checksum in {MANIFEST} (changed after indexing?); "
+                                       "index the video again")
         log.debug("fetched %s into %s", self.url(video_id), into)

@@ -12,7 +12,6 @@ files whose content hash is already in the store.
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from streamvid.errors import ConfigError, SourceError, StoreError
 from streamvid.library.objects import memories_at
 from streamvid.library.store import MilvusStore, VideoRecord, key_rows, parse_uri
+from streamvid.memory.persist import sha256_file
 
 log = logging.getLogger("streamvid.library")
 
@@ -31,13 +31,9 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg"
 PROGRESS_EVERY_S = 0.5
 
 
-def content_id(path: str | Path, chunk: int = 1 << 20) -> str:
+def content_id(path: str | Path) -> str:
     """A file's id in the library: the first 32 hex digits of the SHA-256 of its bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:32]
+    return sha256_file(path)[:32]
 
 
 def expand_paths(specs: Iterable[str | Path]) -> list[Path]:

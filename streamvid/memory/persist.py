@@ -59,7 +59,8 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -177,7 +178,7 @@ def clean_partial_copies(target: Path) -> int:
     return removed
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a saved memory, with its format, version and file list checked for type."""
     mpath = directory / MANIFEST
     if mpath.is_symlink() or not mpath.is_file():
@@ -225,7 +226,7 @@ def verify(directory: Path) -> dict[str, Any]:
     """Check a saved folder against its manifest; returns the manifest or raises MemoryFormatError."""
     if not directory.is_dir():
         raise MemoryFormatError(f"{directory}: no saved memory there (not a directory)")
-    manifest = _read_manifest(directory)
+    manifest = read_manifest(directory)
     files = manifest["files"]
     for name in REQUIRED:
         if name not in files:
@@ -237,9 +238,15 @@ def verify(directory: Path) -> dict[str, Any]:
         if p.stat().st_size != info["bytes"]:
             raise MemoryFormatError(f"{directory}: damaged ({name} has {p.stat().st_size} bytes, "
                                     f"the manifest says {info['bytes']})")
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             raise MemoryFormatError(f"{directory}: damaged ({name} does not match its checksum)")
     return manifest
+
+
+def file_matches(path: Path, info: dict[str, Any]) -> bool:
+    """Whether ``path`` is a regular file (no symbolic link) with the size and SHA-256 of its manifest entry."""
+    return (path.is_file() and not path.is_symlink() and path.stat().st_size == info["bytes"]
+            and sha256_file(path) == info["sha256"])
 
 
 def check_save_target(target: str | os.PathLike) -> None:
@@ -255,7 +262,7 @@ def check_save_target(target: str | os.PathLike) -> None:
     if not any(target.iterdir()):
         return
     try:
-        manifest = _read_manifest(target)
+        manifest = read_manifest(target)
     except MemoryFormatError as e:
         raise MemoryFolderError(f"refusing to save memory over {target}: it is not empty and not a saved "
                                 f"streamvid memory ({e}); choose another folder") from e
@@ -291,7 +298,8 @@ def save_bank(bank: MemoryBank, directory: str | os.PathLike) -> None:
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "streamvid_version": streamvid.__version__,
-            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+            "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                      for p in files},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / MANIFEST)
