@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from streamvid_bench.samples import PALETTE, Scene, write_video  # noqa: E402
 
 from streamvid.errors import SourceError, StoreError  # noqa: E402
 from streamvid.library import Library, MilvusStore, VideoRecord, content_id, expand_paths, index_library  # noqa: E402
+from streamvid.library.workers import SCRATCH_OWNER, SCRATCH_PREFIX, sweep_dead_scratch  # noqa: E402
 from streamvid.sources import open_source  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -126,6 +129,24 @@ def test_killed_worker_is_retried_without_duplicates(cluster, tmp_path):
     finally:
         store.close()
     assert not list(tmp_path.glob("lib.store/.*"))  # no partial copy left by the killed worker's try
+    # the killed worker's scratch (its live archive) was swept by the worker that replaced it
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{killed[0]}-*"))
+
+
+def test_sweep_removes_only_dead_workers_scratch(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    for name, owner in [("streamvid-worker-dead", dead_pid), ("streamvid-worker-live", os.getppid())]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / SCRATCH_OWNER).write_text(str(owner))
+        (tmp_path / name / "archive.db").write_text("x")
+    (tmp_path / "streamvid-worker-foreign").mkdir()  # no owner file: not ours to judge
+    (tmp_path / "streamvid-worker-garbled").mkdir()
+    (tmp_path / "streamvid-worker-garbled" / SCRATCH_OWNER).write_text("not a pid")
+    removed = sweep_dead_scratch(tmp_path)
+    assert removed == [tmp_path / "streamvid-worker-dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "streamvid-worker-foreign", "streamvid-worker-garbled", "streamvid-worker-live"]
 
 
 def test_ask_store_from_another_process(library, videos):

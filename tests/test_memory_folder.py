@@ -332,11 +332,12 @@ def test_a_memory_saved_on_cuda_loads_on_the_cpu_with_a_note(copy, caplog):
 
 
 # ---- kill -9 during save ---------------------------------------------------------------------------
-def _save_forever(path: str, saves) -> None:
-    """Child process: write a frame and save, over and over; ``saves`` counts the saves completed (= frames)."""
+def _save_forever(path: str, archive: str, saves) -> None:
+    """Child process: write a frame and save, over and over; ``saves`` counts the saves completed (= frames).
+    Its live archive is ``archive`` (the test's folder), so the kill leaves nothing in the temp folder."""
     torch.set_num_threads(1)
     stream = make_stream(400, scene_len=6, seed=3)
-    with MemoryBank(small_config(), key_dim=KEY_DIM, token_dim=TOKEN_DIM) as bank:
+    with MemoryBank(small_config(archive_dir=archive), key_dim=KEY_DIM, token_dim=TOKEN_DIM) as bank:
         for i, (frame, key) in enumerate(stream):
             bank.write(frame, key)
             bank.save(path)
@@ -351,9 +352,9 @@ def kill_saves(root: Path, kills: int, seed: int = 0) -> dict[str, int]:
     ctx = multiprocessing.get_context("fork")
     path = root / "mem"
     out = {"kills": 0, "mid_save": 0, "old": 0, "new": 0, "lost": 0, "partial_copies_left": 0}
-    for _ in range(kills):
+    for k in range(kills):
         saves = ctx.Value("i", -1, lock=False)  # a lock held by a killed child would block
-        child = ctx.Process(target=_save_forever, args=(str(path), saves))
+        child = ctx.Process(target=_save_forever, args=(str(path), str(root / f"live-archive-{k}"), saves))
         child.start()
         deadline = time.monotonic() + 60
         while saves.value < 1 and child.is_alive() and time.monotonic() < deadline:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,43 @@ log = logging.getLogger("streamvid.library")
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 PROGRESS_EVERY_S = 0.5
+SCRATCH_PREFIX = "streamvid-worker-"
+SCRATCH_OWNER = "streamvid-worker.pid"  # in every scratch folder: the worker's pid; nothing else is swept
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_dead_scratch(parent: str | Path | None = None) -> list[Path]:
+    """Remove the scratch folders that killed workers on this machine left in ``parent`` (the temp folder
+    by default): only folders named ``streamvid-worker-*`` holding a ``streamvid-worker.pid`` file
+    whose process is gone. Returns the folders removed."""
+    removed = []
+    for d in Path(parent or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        try:
+            pid = int((d / SCRATCH_OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not a worker's folder, or not ours to judge
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def make_scratch() -> Path:
+    """This process's scratch folder for live archives (removed at exit; a killed worker's is swept by the
+    next worker that starts on the machine)."""
+    sweep_dead_scratch()
+    d = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    (d / SCRATCH_OWNER).write_text(str(os.getpid()))
+    return d
 
 
 def content_id(path: str | Path) -> str:
@@ -80,6 +120,8 @@ class IndexWorker:
         self.config = preset_config(preset, **overrides)
         self.preset = preset
         self.memories = memories_at(store_dir)
+        self.scratch = make_scratch()  # each file's live archive: on disk, not in /tmp at random
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.scratch), True)
         self._models = StreamAgent(self.config)  # loads the models once; every file reuses them
         self._models.memory.close()
         self.threads = torch.get_num_threads()
@@ -88,13 +130,19 @@ class IndexWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def close(self) -> None:
+        """Remove this worker's scratch folder (the driver calls it before it ends the actor)."""
+        self._cleanup()
+
     def index(self, path: str, video_id: str, progress: Any = None) -> dict[str, Any]:
         """Ingest ``path``, save its memory as ``<store dir>/<video_id>`` (a folder, or objects under an
         object-store URL) and return its key rows and counts.
 
         ``progress``: a queue (``ray.util.queue.Queue``) that gets (video_id, frames so far, pid).
         """
-        agent = self._models.sharing_models()
+        archive = self.scratch / video_id
+        shutil.rmtree(archive, ignore_errors=True)  # an earlier try of this file on this worker
+        agent = self._models.sharing_models(archive_dir=str(archive))
         frames, last = 0, 0.0
         t0 = time.perf_counter()
 
@@ -106,11 +154,14 @@ class IndexWorker:
                 last = now
                 progress.put((video_id, frames, os.getpid()))
 
-        with agent:
-            stats = agent.ingest(path, progress=False, on_frames=tick)
-            rows = key_rows(agent.memory)
-            duration = float(agent.memory.now or 0.0)
-            self.memories.save(agent.memory, video_id)  # replaces an earlier try's copy; atomic for readers
+        try:
+            with agent:
+                stats = agent.ingest(path, progress=False, on_frames=tick)
+                rows = key_rows(agent.memory)
+                duration = float(agent.memory.now or 0.0)
+                self.memories.save(agent.memory, video_id)  # replaces an earlier try's copy; atomic for readers
+        finally:
+            shutil.rmtree(archive, ignore_errors=True)
         if progress is not None:
             progress.put((video_id, frames, os.getpid()))
         return {"video_id": video_id, "path": path, "rows": rows, "frames": int(stats["frames_seen"]),
@@ -350,6 +401,10 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
                        f"{out['frames']} frames, {out['events']} events ({progress.fps:.1f} fps overall"
                        + (f", ETA {eta:.0f} s" if eta is not None and progress.files_done < len(todo) else "") + ").")
     finally:
+        try:  # idle workers remove their scratch folders; busy ones are killed, and swept next time
+            ray.get([a.close.remote() for a in idle], timeout=10)
+        except Exception as exc:  # noqa: BLE001 - ending the run must not hide what ended it
+            log.debug("worker close: %s", exc)
         for actor in idle + [a for a, *_ in pending.values()]:
             ray.kill(actor)
         ray.kill(queue.actor)
