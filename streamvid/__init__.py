@@ -19,6 +19,7 @@ from streamvid.errors import (
     SourceError,
     StoreError,
     StreamvidError,
+    WorkerStartError,
 )
 from streamvid.types import Answer, Caption, Citation, Event, Frame, FrameTokens
 
@@ -47,6 +48,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Answer", "Caption", "Citation", "CompressionError", "ConfigError", "Event", "Frame", "FrameTokens",
     "MemoryFormatError", "MemoryInputError", "ModelError", "QuestionError", "SourceError", "StoreError",
-    "StreamvidError",
+    "StreamvidError", "WorkerStartError",
     "__version__", *_LAZY,
 ]

@@ -48,6 +48,11 @@ class StoreError(StreamvidError):
     """A library store cannot be opened, written or read (bad URI, missing pymilvus, wrong key width)."""
 
 
+class WorkerStartError(StreamvidError):
+    """A library worker could not start (its models or its store folder failed to load): every worker would
+    fail the same way, so the run stops; files indexed before it stay in the store. Names the cause."""
+
+
 class ObjectStoreError(StoreError):
     """An object-store path of a library (``s3://…``, any fsspec URL) cannot be reached, written or read:
     unreachable endpoint, missing credentials or bucket, a missing or damaged object. Names the URL and the cause."""

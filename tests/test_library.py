@@ -19,7 +19,7 @@ pytest.importorskip("milvus_lite")
 
 from streamvid_bench.samples import PALETTE, Scene, write_video  # noqa: E402
 
-from streamvid.errors import SourceError, StoreError  # noqa: E402
+from streamvid.errors import SourceError, StoreError, WorkerStartError  # noqa: E402
 from streamvid.library import Library, MilvusStore, VideoRecord, content_id, expand_paths, index_library  # noqa: E402
 from streamvid.library.workers import SCRATCH_OWNER, SCRATCH_PREFIX, sweep_dead_scratch  # noqa: E402
 from streamvid.sources import open_source  # noqa: E402
@@ -131,6 +131,16 @@ def test_killed_worker_is_retried_without_duplicates(cluster, tmp_path):
     assert not list(tmp_path.glob("lib.store/.*"))  # no partial copy left by the killed worker's try
     # the killed worker's scratch (its live archive) was swept by the worker that replaced it
     assert not list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{killed[0]}-*"))
+
+
+def test_workers_that_cannot_load_their_models_stop_the_run_with_the_cause(cluster, videos, tmp_path):
+    uri = f"milvus://{tmp_path / 'lib.db'}"
+    with pytest.raises(WorkerStartError, match="ModelError: .*'/nonexistent/model-dir'"):
+        index_library([videos / "*.mp4"], uri, preset="tiny-random", workers=2,
+                      overrides={"model": "/nonexistent/model-dir"})
+    store = MilvusStore(uri)  # nothing half-written: no video, no key
+    assert store.videos() == [] and store.count_keys() == 0
+    store.close()
 
 
 def test_sweep_removes_only_dead_workers_scratch(tmp_path):

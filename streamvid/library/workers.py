@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamvid.errors import ConfigError, SourceError, StoreError
+from streamvid.errors import ConfigError, SourceError, StoreError, WorkerStartError
 from streamvid.library.objects import memories_at
 from streamvid.library.store import MilvusStore, VideoRecord, key_rows, parse_uri
 from streamvid.memory.persist import sha256_file
@@ -69,6 +70,15 @@ def make_scratch() -> Path:
     d = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     (d / SCRATCH_OWNER).write_text(str(os.getpid()))
     return d
+
+
+def ray_error_cause(exc: BaseException) -> str:
+    """The last line of what a Ray task or actor error carries (the remote exception's ``Type: message``),
+    without terminal colours or the module path of streamvid's own errors."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(exc, "cause", None) or exc))
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return last.removeprefix("streamvid.errors.")
 
 
 def content_id(path: str | Path) -> str:
@@ -231,7 +241,7 @@ def _init_ray(address: str | None, workers: int | None) -> Any:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers or None, log_to_driver=False, include_dashboard=False)
-        except (ConnectionError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ray.init raises bare Exception too (e.g. a node start timeout)
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
             raise ConfigError(f"could not start or reach {where}: {exc}") from exc
     return ray
@@ -370,8 +380,10 @@ def _run(todo: list[tuple[str, str]], store: MilvusStore, *, indexed: list[Video
                     out = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
                     died = isinstance(exc, ray.exceptions.RayActorError)
-                    cause = "its worker died" if died else str(exc.cause if hasattr(exc, "cause") else exc)
-                    cause = cause.strip().splitlines()[-1] if cause.strip() else type(exc).__name__
+                    if died and getattr(exc, "actor_init_failed", False):
+                        raise WorkerStartError(f"a worker could not start, so none would: {ray_error_cause(exc)}"
+                                               ) from None
+                    cause = "its worker died" if died else ray_error_cause(exc)
                     if died:
                         ray.kill(actor)
                         actor = new_actor()
