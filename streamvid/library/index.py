@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from streamvid.config import AgentConfig
 from streamvid.errors import MemoryFormatError, StoreError
+from streamvid.library.cache import CopyLease
 from streamvid.library.store import KIND_CAPTION, KIND_EVENT, KIND_FRAME, MilvusStore
 from streamvid.memory.archive import DB_NAME, SHARD_DIR, check_event_tensors, event_from_tensors
 from streamvid.memory.bank import ARCHIVED, IN_RAM, SLOT_BITS, TEXT_SLOT0, MemoryBank, saved_config
@@ -143,18 +144,26 @@ class SavedEvents:
     damage raises ``MemoryFormatError`` naming the file.
     """
 
-    def __init__(self, directory: str | Path) -> None:
-        self.root = Path(directory)
-        if not self.root.is_dir():
-            raise MemoryFormatError(f"{self.root}: no saved memory there (not a directory)")
-        self._files = read_manifest(self.root)["files"]
-        self._checked: set[str] = set()
+    def __init__(self, directory: str | Path | CopyLease) -> None:
+        # a lease (``MilvusStore.checkout``) keeps a cached copy from eviction until close()
+        self._lease = directory if isinstance(directory, CopyLease) else None
+        self.root = directory.path if isinstance(directory, CopyLease) else Path(directory)
         try:
-            self.meta: dict[str, Any] = json.loads(self._path(STATE_FILES["meta"]).read_text())
-            self.key_dim, self.token_dim = int(self.meta["key_dim"]), int(self.meta["token_dim"])
-            self._ram = {int(m["id"]): m for m in self.meta["events"]}
-        except (ValueError, KeyError, TypeError) as e:
-            raise MemoryFormatError(f"{self.root}: damaged ({STATE_FILES['meta']}: {type(e).__name__}: {e})") from e
+            if not self.root.is_dir():
+                raise MemoryFormatError(f"{self.root}: no saved memory there (not a directory)")
+            self._files = read_manifest(self.root)["files"]
+            self._checked: set[str] = set()
+            try:
+                self.meta: dict[str, Any] = json.loads(self._path(STATE_FILES["meta"]).read_text())
+                self.key_dim, self.token_dim = int(self.meta["key_dim"]), int(self.meta["token_dim"])
+                self._ram = {int(m["id"]): m for m in self.meta["events"]}
+            except (ValueError, KeyError, TypeError) as e:
+                raise MemoryFormatError(f"{self.root}: damaged ({STATE_FILES['meta']}: {type(e).__name__}: {e})"
+                                        ) from e
+        except BaseException:
+            if self._lease is not None:
+                self._lease.close()
+            raise
         self._tensors: Any = None
         self._db: sqlite3.Connection | None = None
         self._state: np.ndarray | None = None
@@ -271,14 +280,16 @@ class SavedEvents:
             self._db.close()
             self._db = None
         self._tensors = None
+        if self._lease is not None:
+            self._lease.close()
 
 
 def video_bank(store: MilvusStore, video_id: str, *, text_encoder: Any = None, image_encoder: Any = None,
                directory: str | Path | None = None) -> MemoryBank:
     """A read-only ``MemoryBank`` of one library video: keys searched in ``store``, events read from the
-    video's saved memory folder (``directory``, default ``store.video_dir(video_id)``) when a read
-    returns them."""
-    events = SavedEvents(directory if directory is not None else store.video_dir(video_id))
+    video's saved memory folder (``directory``, default: the store's, held until the bank is closed)
+    when a read returns them."""
+    events = SavedEvents(store.checkout(video_id) if directory is None else directory)
     try:
         if events.key_dim != store.dim:
             raise StoreError(f"video {video_id}: its memory holds {events.key_dim}-d keys, the store {store.dim}-d")

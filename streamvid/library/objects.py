@@ -18,9 +18,11 @@ Either way a video's memory is the folder ``MemoryBank.save`` writes (``manifest
   A reader downloads the files its manifest lists into a local cache folder named by the video
   id and the manifest's hash (a re-indexed video gets a new folder), checks each against the
   manifest's size and SHA-256, and loads it with the ordinary loader, which checks again.
-  The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``). A cached
-  copy is never removed by streamvid (a library reads events from it in place, and another process
-  may be using an older copy): delete the folder to reclaim its space.
+  The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``), bounded by
+  ``$STREAMVID_CACHE_MAX_BYTES`` (default 20G): after each download the least recently used copies
+  that no reader holds are removed until it fits (``streamvid.library.cache``). A library reads
+  events from a copy in place, so a reader holds it (``checkout``) for as long as it reads it, in
+  any process on the machine; a copy is never removed under a reader.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from streamvid.errors import ObjectStoreError, StoreError, StreamvidError
+from streamvid.library.cache import CopyLease, MemoryCache
 from streamvid.memory.persist import FORMAT_NAME, MANIFEST, file_matches, read_manifest
 
 log = logging.getLogger("streamvid.library")
@@ -92,6 +95,10 @@ class LocalMemories:
         """The folder to load ``video_id``'s memory from."""
         return self.root / _check_id(video_id)
 
+    def checkout(self, video_id: str) -> CopyLease:
+        """``video_id``'s memory folder to read in place (a local folder is not a cache copy: no lock)."""
+        return CopyLease(self.local_dir(video_id))
+
 
 def _default_cache() -> Path:
     return Path(os.environ.get("STREAMVID_CACHE_DIR") or Path.home() / ".cache" / "streamvid") / "objects"
@@ -101,14 +108,16 @@ class ObjectMemories:
     """Memories under an fsspec URL: ``<url>/<video id>/<file>`` objects, fetched into a local cache.
 
     ``storage_options`` go to the filesystem (e.g. ``{"client_kwargs": {"endpoint_url": …}}`` for s3);
-    ``cache_dir`` defaults to ``$STREAMVID_CACHE_DIR/objects``.
+    ``cache_dir`` defaults to ``$STREAMVID_CACHE_DIR/objects``; ``cache_max_bytes`` (the bound of that
+    whole cache, every store's copies together) to ``$STREAMVID_CACHE_MAX_BYTES`` or 20 GiB.
     """
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, cache_max_bytes: int | None = None) -> None:
         self.location = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.cache_root = Path(cache_dir) if cache_dir else _default_cache()
+        self.copies = MemoryCache(self.cache_root, cache_max_bytes)
         # one cache folder per store URL: the same video may be indexed into two stores with two presets
         self.cache = self.cache_root / hashlib.sha256(self.location.encode()).hexdigest()[:12]
         with self._io(self.location, "cannot open the object store"):
@@ -238,18 +247,34 @@ class ObjectMemories:
         return bool({"file", "local"} & set(protocol))
 
     # ---- a reader ------------------------------------------------------------------------
-    def local_dir(self, video_id: str) -> Path:
-        """A local folder holding ``video_id``'s memory, downloaded into the cache unless already there."""
+    def checkout(self, video_id: str) -> CopyLease:
+        """``video_id``'s memory in the local cache (downloaded unless already there), held for reading:
+        no process evicts it until the lease is closed. Other unused copies may be evicted to make room."""
         raw = self._read_remote_manifest(video_id)
         if raw is None:
             raise ObjectStoreError(self.url(video_id), f"no saved memory there ({MANIFEST} is missing: the video "
                                    "was never indexed into this store, or its upload did not finish); index it again")
         key = hashlib.sha256(raw).hexdigest()[:16]
         final = self.cache / f"{video_id}-{key}"
-        if (final / MANIFEST).is_file():
-            return final
+        lease = self.copies.lease(final)
+        try:
+            if not (final / MANIFEST).is_file():
+                self._fetch(video_id, raw, final)
+                self.copies.evict(keep=final)
+        except BaseException:
+            lease.close()
+            raise
+        return lease
+
+    def local_dir(self, video_id: str) -> Path:
+        """A local folder holding ``video_id``'s memory, downloaded into the cache unless already there.
+        Not held: another download may evict it once the cache is full; ``checkout`` to read it in place."""
+        with self.checkout(video_id) as lease:
+            return lease.path
+
+    def _fetch(self, video_id: str, raw: bytes, final: Path) -> None:
         self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".{video_id}-{key}.partial-{uuid.uuid4().hex[:8]}"
+        tmp = self.cache / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             self._download(video_id, raw, tmp)
@@ -262,7 +287,6 @@ class ObjectMemories:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return final
 
     def _download(self, video_id: str, raw: bytes, into: Path) -> None:
         (into / MANIFEST).write_bytes(raw)

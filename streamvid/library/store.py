@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from streamvid.errors import StoreError
+from streamvid.library.cache import CopyLease
 from streamvid.library.objects import is_url, memories_at
 from streamvid.tensorops import l2_normalise
 
@@ -207,8 +208,13 @@ class MilvusStore:
 
     def video_dir(self, video_id: str) -> Path:
         """A local folder holding one video's saved memory (from an object store: its copy in the local
-        cache, downloaded if not there yet)."""
+        cache, downloaded if not there yet; not held, see ``checkout``)."""
         return self.memories_of(video_id).local_dir(video_id)
+
+    def checkout(self, video_id: str) -> CopyLease:
+        """One video's saved memory folder held for reading in place (``.path``; ``close()`` when done): a
+        cached object-store copy is not evicted while held."""
+        return self.memories_of(video_id).checkout(video_id)
 
     # ---- schema --------------------------------------------------------------------------
     def _ensure(self, dim: int) -> None:
