@@ -3,6 +3,7 @@
     svpy scripts/bench_library.py --skip-workers --keys 10000,30000,100000     # search scaling curve
     svpy scripts/bench_library.py --skip-search                                # workers 1 vs 2 (defaults)
     svpy scripts/bench_library.py                                              # both, 1M keys
+    svpy scripts/bench_library.py --skip-workers --store milvus://host:19530   # 1M keys on a Milvus server
 
 1. Search: for each N, N synthetic retrieval keys of ``--dim`` (512 = the CLIP ViT-B key of the
    real presets; a mixture of 2000 scene centres with per-frame drift, L2-normalised, like the
@@ -54,8 +55,11 @@ def load() -> float:
 
 
 def bench_search(n: int, dim: int, queries: int, index_type: str, params: dict, search_params: dict,
-                 chunk: int) -> dict:
+                 chunk: int, server: str | None = None) -> dict:
+    """``server``: a Milvus server URI (``milvus://host:19530``) to measure instead of a fresh Milvus Lite
+    file; it must hold no library (the bench writes its keys there and drops its two collections after)."""
     from streamvid.library import MilvusStore
+    from streamvid.library.store import KEYS, VIDEOS
     from streamvid.memory.index import exact_search, recall_at_k
     from streamvid.tensorops import l2_normalise
 
@@ -66,7 +70,11 @@ def bench_search(n: int, dim: int, queries: int, index_type: str, params: dict, 
     q = l2_normalise(picks + rng.normal(scale=1.0 / np.sqrt(dim), size=picks.shape).astype(np.float32))
     ids = np.arange(n, dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="bench_library_") as tmp:
-        store = MilvusStore(f"milvus://{tmp}/lib.db", index_type=index_type, index_params=params)
+        store = MilvusStore(server or f"milvus://{tmp}/lib.db", store_dir=tmp, index_type=index_type,
+                            index_params=params)
+        if store.dim is not None or store.client.has_collection(VIDEOS):
+            store.close()
+            raise SystemExit(f"{server} already holds a library; the bench needs a server without one")
         t0 = time.perf_counter()
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
@@ -82,10 +90,14 @@ def bench_search(n: int, dim: int, queries: int, index_type: str, params: dict, 
             hits = store.search(row[None], k=10, search_params=search_params)[0]
             times.append((time.perf_counter() - t) * 1000)
             found.append([int(h.video_id, 16) * 1000 + h.event_id for h in hits] + [-1] * (10 - len(hits)))
+        if server:  # the collections this run made (the server held none before)
+            for name in (KEYS, VIDEOS):
+                store.client.drop_collection(name)
         store.close()
     # the synthetic (video, event) id of key i is (i // 1000, i % 1000): the same packing as above
     _, truth = exact_search(keys, ids, q, 10)
-    return {"keys": n, "dim": dim, "index_type": index_type, "index_params": params, "search_params": search_params,
+    return {"keys": n, "dim": dim, "store": server or "milvus-lite", "index_type": index_type, "index_params": params,
+            "search_params": search_params,
             "insert_and_index_s": round(insert_s, 1), "rows_per_s": round(n / insert_s),
             "p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2),
             "recall_at_10": round(recall_at_k(np.array(found), truth), 4), "load_before": load_before,
@@ -178,11 +190,11 @@ def print_tables(result: dict) -> None:
     m = result["machine"]
     print(f"# {m['cpus']} CPUs, commit {m['commit']}, {m['date_utc']} UTC")
     if "search" in result:
-        print("\n| N keys | dim | index, search params | insert+index rows/s | p50 ms | p95 ms | recall@10 "
+        print("\n| N keys | dim | store | index, search params | insert+index rows/s | p50 ms | p95 ms | recall@10 "
               "| load avg |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for s in result["search"]:
-            print(f"| {s['keys']:,} | {s['dim']} | {s['index_type']} {json.dumps(s['index_params'])} "
+            print(f"| {s['keys']:,} | {s['dim']} | {s['store']} | {s['index_type']} {json.dumps(s['index_params'])} "
                   f"{json.dumps(s['search_params'])} | {s['rows_per_s']} | {s['p50_ms']} "
                   f"| {s['p95_ms']} | {s['recall_at_10']} | {s['load_before']}–{s['load_after']} |")
     if "workers" in result:
@@ -211,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index-params", default='{"M": 16, "efConstruction": 100}', help="JSON")
     ap.add_argument("--search-params", default='{"ef": 64}', help='JSON, e.g. {"nprobe": 32} for IVF_FLAT')
     ap.add_argument("--chunk", type=int, default=100_000, help="rows per add_keys call")
+    ap.add_argument("--store", default=None, help="search part: a Milvus server URI (milvus://host:19530) holding "
+                    "no library, instead of a fresh Milvus Lite file per N")
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--clip-seconds", type=float, default=1200.0,
                     help="clip length; at --fps 10 a file is ~10 s of tiny-random work here")
@@ -225,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         result["search"] = []
         for n in (int(x) for x in args.keys.split(",")):
             result["search"].append(bench_search(n, args.dim, args.queries, args.index, json.loads(args.index_params),
-                                                 json.loads(args.search_params), args.chunk))
+                                                 json.loads(args.search_params), args.chunk, args.store))
             print(json.dumps(result["search"][-1]), file=sys.stderr, flush=True)
     if not args.skip_workers:
         result["workers"] = bench_workers(args.files, args.clip_seconds, args.fps, args.repeats)
