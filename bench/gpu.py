@@ -6,7 +6,9 @@ Sections (``--sections``, default all; each one's failure is recorded in the JSO
   every frame kept (pre-gate off, τ_dup > 1): end-to-end frames/s through ``StreamAgent.ingest``
   (staged), beside the bare vision tower (+ connector) at the same batch size over as many frames,
   pixels already on the device; the ratio of the two times. Also the serial path, and per-stage ms
-  measured with a device synchronisation after every stage (a separate, slower run).
+  measured with a device synchronisation after every stage (a separate, slower run). On a CPU
+  (shared, noisy) staged, tower and serial run in three interleaved rounds and each one's fastest
+  round is used; every round's fps is in the JSON.
 * ``gate``  — the same model, the default gate (pre-gate on, default τ_dup), on real footage: the
   shared vtest.avi (1280×720) looped and re-encoded as H.264 → frames/s.
 * ``live``  — 720p frames pushed at increasing rates: the highest rate with ≤ 5 % dropped, and the
@@ -63,6 +65,7 @@ class Plan:
     live_rates: tuple[float, ...]
     live_seconds: float
     stage_frames: int  # frames of the synchronised per-stage run
+    every_rounds: int = 1  # `every`: rounds of (staged, tower, serial), interleaved; each one's best is kept
 
 
 def plan_for(device: str, quick: bool) -> Plan:
@@ -75,7 +78,8 @@ def plan_for(device: str, quick: bool) -> Plan:
         return Plan(batch, 1280, 1364, 480, 12.0, (30, 60, 90, 120, 180), 3.0, 320)
     if quick:
         return Plan(batch, 4, 8, 2, 60.0, (0.5, 1.0), 4.0, 0)
-    return Plan(batch, 16, 24, 4, 120.0, (0.25, 0.5, 1.0, 2.0), 8.0, 4)
+    # a CPU shared with other work slows whichever run it lands on: three interleaved rounds, best of each
+    return Plan(batch, 16, 24, 4, 120.0, (0.25, 0.5, 1.0, 2.0), 8.0, 4, every_rounds=3)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -331,11 +335,17 @@ def section_every(ctx: dict[str, Any]) -> dict[str, Any]:
     llm, encoder = ctx["smolvlm"](), ctx["encoder"]()
     config = bench_config(device, dtype, plan.batch, keep_all=True)
     warm(llm, encoder, config, video)
-    staged = ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True, staged=True), video,
-                        plan.every_frames, plan.seconds)
-    tower = bare_tower(llm, first_frames(video, plan.batch), staged["frames"], device)
-    serial = ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True, staged=False), video,
-                        plan.every_frames, plan.seconds / 2)
+    rounds: dict[str, list[dict[str, Any]]] = {"staged": [], "bare_tower": [], "serial": []}
+    for _ in range(plan.every_rounds):  # interleaved, so a slow moment of the machine hits each kind alike
+        rounds["staged"].append(ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True,
+                                                                      staged=True),
+                                           video, plan.every_frames, plan.seconds))
+        rounds["bare_tower"].append(bare_tower(llm, first_frames(video, plan.batch), rounds["staged"][-1]["frames"],
+                                               device))
+        rounds["serial"].append(ingest_run(llm, encoder, bench_config(device, dtype, plan.batch, keep_all=True,
+                                                                      staged=False),
+                                           video, plan.every_frames, plan.seconds / 2))
+    staged, tower, serial = (max(rounds[k], key=lambda r: r["fps"]) for k in ("staged", "bare_tower", "serial"))
     default = "staged" if config.ingest_staged else "serial"  # the path the device uses unless told otherwise
     pipeline = staged if config.ingest_staged else serial
 
@@ -345,7 +355,8 @@ def section_every(ctx: dict[str, Any]) -> dict[str, Any]:
     out = {"video": f"generated 1280×720 H.264, {plan.every_frames} frames", "model": "SmolVLM-256M real size",
            "dtype": dtype, "batch": plan.batch, "staged": staged, "serial": serial, "bare_tower": tower,
            "default_path": default, "fps": pipeline["fps"], "over_bare_tower": over(pipeline),
-           "staged_over_bare_tower": over(staged), "serial_over_bare_tower": over(serial)}
+           "staged_over_bare_tower": over(staged), "serial_over_bare_tower": over(serial),
+           "rounds": plan.every_rounds, "fps_each_round": {k: [r["fps"] for r in v] for k, v in rounds.items()}}
     if plan.stage_frames:
         exact = ingest_run(llm, encoder, config, video, plan.stage_frames, plan.seconds / 2, exact=True)
         out["stage_ms_synchronised"] = exact["stage_ms_per_frame"]
