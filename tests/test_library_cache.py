@@ -84,9 +84,8 @@ def test_a_copy_held_by_another_process_is_never_evicted(store, tmp_path):
     try:
         held = Path(holder.stdout.readline().strip())
         assert held.name.startswith(a)
-        with mem.checkout(b):
-            with mem.checkout(c):  # over the bound: b and c are held here, a in the other process
-                assert cached(mem) == {a, b, c}
+        with mem.checkout(b), mem.checkout(c):  # over the bound: b and c are held here, a in the other process
+            assert cached(mem) == {a, b, c}
         with mem.checkout(d):
             assert cached(mem) == {a, d}  # b and c let go: evicted; a still held
         out, _ = holder.communicate("go\n", timeout=120)
