@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from streamvid_bench.samples import PALETTE, Scene, write_video  # noqa: E402
 
 from streamvid.errors import SourceError, StoreError, WorkerStartError  # noqa: E402
 from streamvid.library import Library, MilvusStore, VideoRecord, content_id, expand_paths, index_library  # noqa: E402
-from streamvid.library.workers import SCRATCH_OWNER, SCRATCH_PREFIX, sweep_dead_scratch  # noqa: E402
+from streamvid.library.workers import SCRATCH_OWNER, SCRATCH_PREFIX, make_scratch, sweep_dead_scratch  # noqa: E402
 from streamvid.sources import open_source  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -146,17 +147,21 @@ def test_workers_that_cannot_load_their_models_stop_the_run_with_the_cause(clust
 def test_sweep_removes_only_dead_workers_scratch(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    for name, owner in [("streamvid-worker-dead", dead_pid), ("streamvid-worker-live", os.getppid())]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / SCRATCH_OWNER).write_text(str(owner))
-        (tmp_path / name / "archive.db").write_text("x")
+    here = make_scratch()  # a real one, to learn how this process writes its owner file
+    namespace = (here / SCRATCH_OWNER).read_text().split()[1]
+    shutil.rmtree(here)
+    owners = {"dead": f"{dead_pid} {namespace}", "live": f"{os.getppid()} {namespace}",
+              "other-container": f"{dead_pid} pidns:1", "garbled": "not a pid", "old-format": str(dead_pid)}
+    for name, owner in owners.items():
+        (tmp_path / f"streamvid-worker-{name}").mkdir()
+        (tmp_path / f"streamvid-worker-{name}" / SCRATCH_OWNER).write_text(owner)
+        (tmp_path / f"streamvid-worker-{name}" / "archive.db").write_text("x")
     (tmp_path / "streamvid-worker-foreign").mkdir()  # no owner file: not ours to judge
-    (tmp_path / "streamvid-worker-garbled").mkdir()
-    (tmp_path / "streamvid-worker-garbled" / SCRATCH_OWNER).write_text("not a pid")
     removed = sweep_dead_scratch(tmp_path)
     assert removed == [tmp_path / "streamvid-worker-dead"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "streamvid-worker-foreign", "streamvid-worker-garbled", "streamvid-worker-live"]
+        "streamvid-worker-foreign", "streamvid-worker-garbled", "streamvid-worker-live",
+        "streamvid-worker-old-format", "streamvid-worker-other-container"]
 
 
 def test_ask_store_from_another_process(library, videos):

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import weakref
@@ -34,7 +35,16 @@ log = logging.getLogger("streamvid.library")
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 PROGRESS_EVERY_S = 0.5
 SCRATCH_PREFIX = "streamvid-worker-"
-SCRATCH_OWNER = "streamvid-worker.pid"  # in every scratch folder: the worker's pid; nothing else is swept
+SCRATCH_OWNER = "streamvid-worker.pid"  # in every scratch folder: its worker's pid and pid namespace
+
+
+def _pid_namespace() -> str:
+    """Which processes a pid names: this pid namespace (Linux), else this host. A temp folder shared by
+    containers with their own pid namespaces must not have one container judge another's pids."""
+    try:
+        return f"pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return f"host:{socket.gethostname()}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,15 +59,17 @@ def _pid_alive(pid: int) -> bool:
 
 def sweep_dead_scratch(parent: str | Path | None = None) -> list[Path]:
     """Remove the scratch folders that killed workers on this machine left in ``parent`` (the temp folder
-    by default): only folders named ``streamvid-worker-*`` holding a ``streamvid-worker.pid`` file
-    whose process is gone. Returns the folders removed."""
+    by default): only folders named ``streamvid-worker-*`` holding a ``streamvid-worker.pid`` file of
+    this pid namespace whose process is gone. Returns the folders removed."""
     removed = []
+    here = _pid_namespace()
     for d in Path(parent or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
         try:
-            pid = int((d / SCRATCH_OWNER).read_text())
+            pid_text, namespace = (d / SCRATCH_OWNER).read_text().split()
+            pid = int(pid_text)
         except (OSError, ValueError):
             continue  # not a worker's folder, or not ours to judge
-        if pid != os.getpid() and not _pid_alive(pid):
+        if namespace == here and pid != os.getpid() and not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
@@ -68,7 +80,7 @@ def make_scratch() -> Path:
     next worker that starts on the machine)."""
     sweep_dead_scratch()
     d = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
-    (d / SCRATCH_OWNER).write_text(str(os.getpid()))
+    (d / SCRATCH_OWNER).write_text(f"{os.getpid()} {_pid_namespace()}")
     return d
 
 
