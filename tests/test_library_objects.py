@@ -23,7 +23,7 @@ import fsspec  # noqa: E402
 from streamvid_bench.samples import PALETTE, Scene, write_video  # noqa: E402
 
 from streamvid.errors import ObjectStoreError  # noqa: E402
-from streamvid.library import MilvusStore, content_id, index_library  # noqa: E402
+from streamvid.library import Library, MilvusStore, content_id, index_library  # noqa: E402
 from streamvid.library.objects import UPLOAD_MARK, ObjectMemories  # noqa: E402
 from streamvid.memory import MemoryBank  # noqa: E402
 
@@ -109,6 +109,22 @@ def test_index_into_s3_then_ask_from_another_process(s3, indexed):
     cached = [p.name for p in (_cache(PREFIX)).iterdir()]
     assert any(name.startswith(payload["video_id"] + "-") for name in cached)
     assert not [n for n in cached if n.startswith(".")]  # no partial download left
+
+
+def test_a_library_holds_the_cached_copies_it_reads(s3, indexed, tmp_path, monkeypatch):
+    uri, _, _, report = indexed
+    a, b = (r.video_id for r in report.indexed)
+    monkeypatch.setenv("STREAMVID_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STREAMVID_CACHE_MAX_BYTES", "0")  # keep nothing nobody holds
+    with Library(uri) as lib:
+        ids = lib.bank(a).archive.ids()
+        with ObjectMemories(PREFIX).checkout(b):  # another reader's download: evicts every unheld copy
+            pass
+        assert ObjectMemories(PREFIX).copies.copies()[0][0].name.startswith(a + "-")  # a's copy stayed
+        assert all(lib.event(a, i).n_tokens > 0 for i in ids)  # and reads whole
+    a_copy = next(c for c, _, _ in ObjectMemories(PREFIX).copies.copies() if c.name.startswith(a + "-"))
+    with ObjectMemories(PREFIX).checkout(b):  # the library closed: a's copy can go (evicted after downloads)
+        assert ObjectMemories(PREFIX).copies.evict() == [a_copy] and not a_copy.exists()
 
 
 def _cache(url: str):
