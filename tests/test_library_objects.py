@@ -26,6 +26,7 @@ from streamvid.errors import ObjectStoreError  # noqa: E402
 from streamvid.library import Library, MilvusStore, content_id, index_library  # noqa: E402
 from streamvid.library.objects import UPLOAD_MARK, ObjectMemories  # noqa: E402
 from streamvid.memory import MemoryBank  # noqa: E402
+from streamvid.memory.persist import file_matches, read_manifest  # noqa: E402
 
 pytestmark = pytest.mark.slow
 PREFIX = "s3://bucket/lib"
@@ -122,9 +123,22 @@ def test_a_library_holds_the_cached_copies_it_reads(s3, indexed, tmp_path, monke
             pass
         assert ObjectMemories(PREFIX).copies.copies()[0][0].name.startswith(a + "-")  # a's copy stayed
         assert all(lib.event(a, i).n_tokens > 0 for i in ids)  # and reads whole
-    a_copy = next(c for c, _, _ in ObjectMemories(PREFIX).copies.copies() if c.name.startswith(a + "-"))
-    with ObjectMemories(PREFIX).checkout(b):  # the library closed: a's copy can go (evicted after downloads)
-        assert ObjectMemories(PREFIX).copies.evict() == [a_copy] and not a_copy.exists()
+        # read lazily: the files the library read are there, checked; the key index (in Milvus) never came
+        copy = lib.bank(a).archive.root
+        listed = read_manifest(copy)["files"]
+        assert {"state.json", "tensors.safetensors"} <= {p.name for p in copy.iterdir()}
+        assert not (copy / "index.faiss").exists()
+        assert all(file_matches(p, listed[p.relative_to(copy).as_posix()]) for p in copy.rglob("*")
+                   if p.is_file() and p.name != "manifest.json")
+    # the library closed: a's copy can go. A whole checkout of a completes the same copy in place (its
+    # downloads evict b's unheld copy); then b's download evicts a's.
+    whole = ObjectMemories(PREFIX).local_dir(a)
+    assert whole == copy and (whole / "index.faiss").is_file()
+    bank = MemoryBank.load(str(whole))
+    assert bank.stats()["events"] >= len(ids)
+    bank.close()
+    with ObjectMemories(PREFIX).checkout(b):
+        assert [c.name.split("-")[0] for c, _, _ in ObjectMemories(PREFIX).copies.copies()] == [b]
 
 
 def _cache(url: str):
@@ -195,7 +209,12 @@ def test_corrupt_or_missing_object_is_a_clear_error(s3, indexed, tmp_path):
         mem = ObjectMemories(PREFIX, cache_dir=tmp_path / "cache")
         with pytest.raises(ObjectStoreError, match=f"{PREFIX}/{vid}/tensors.safetensors: damaged"):
             mem.local_dir(vid)
-        assert not list(mem.cache.iterdir())  # nothing half-fetched left in the cache
+        # nothing damaged or half-fetched in the cache: the copy holds its manifest and checked files only
+        (copy,) = mem.cache.iterdir()
+        listed = read_manifest(copy)["files"]
+        present = [p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"]
+        assert "tensors.safetensors" not in {p.name for p in present}
+        assert all(file_matches(p, listed[p.relative_to(copy).as_posix()]) for p in present)
         fs.rm_file(key)
         with pytest.raises(ObjectStoreError, match="tensors.safetensors: missing"):
             mem.local_dir(vid)

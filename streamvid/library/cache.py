@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from streamvid.errors import ConfigError
@@ -61,11 +62,14 @@ class CopyLease:
     """One video's memory folder held for reading: not evicted until ``close()`` (a context manager).
 
     ``path``: the folder. A lease over a local store folder (not a cache copy) holds no lock.
+    ``fetch``: for a copy checked out lazily, ``fetch(name)`` brings one file the manifest lists into the
+    folder (None: every file is there already).
     """
 
     def __init__(self, path: Path, fd: int | None = None) -> None:
         self.path = Path(path)
         self._fd = fd
+        self.fetch: Callable[[str], Path] | None = None
 
     def close(self) -> None:
         if self._fd is not None:

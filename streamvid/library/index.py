@@ -175,6 +175,8 @@ class SavedEvents:
             raise MemoryFormatError(f"{self.root}: damaged ({name} is not listed in the manifest)")
         p = self.root / name
         if name not in self._checked:
+            if self._lease is not None and self._lease.fetch is not None and not p.is_file():
+                self._lease.fetch(name)  # a cached copy checked out lazily: this file is first read now
             if not file_matches(p, self._files[name]):
                 raise MemoryFormatError(f"{self.root}: damaged ({name} is missing or does not match the manifest)")
             self._checked.add(name)
@@ -289,7 +291,7 @@ def video_bank(store: MilvusStore, video_id: str, *, text_encoder: Any = None, i
     """A read-only ``MemoryBank`` of one library video: keys searched in ``store``, events read from the
     video's saved memory folder (``directory``, default: the store's, held until the bank is closed)
     when a read returns them."""
-    events = SavedEvents(store.checkout(video_id) if directory is None else directory)
+    events = SavedEvents(store.checkout(video_id, lazy=True) if directory is None else directory)
     try:
         if events.key_dim != store.dim:
             raise StoreError(f"video {video_id}: its memory holds {events.key_dim}-d keys, the store {store.dim}-d")

@@ -129,7 +129,7 @@ class Library:
             from streamvid.backends import make_backend
             from streamvid.library.index import SavedEvents
 
-            saved = SavedEvents(self.store.checkout(video_id))
+            saved = SavedEvents(self.store.checkout(video_id, lazy=True))
             try:
                 config = saved.config()
             finally:

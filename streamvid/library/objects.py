@@ -17,7 +17,9 @@ Either way a video's memory is the folder ``MemoryBank.save`` writes (``manifest
   mark (not streamvid's) is refused.
   A reader downloads the files its manifest lists into a local cache folder named by the video
   id and the manifest's hash (a re-indexed video gets a new folder), checks each against the
-  manifest's size and SHA-256, and loads it with the ordinary loader, which checks again.
+  manifest's size and SHA-256 before renaming it into place, and loads it with the ordinary loader,
+  which checks again. A library reads a video lazily: the manifest first, then each file when it is
+  first read (the event table and in-RAM events, the archive's database, one archived event's shard).
   The cache is ``$STREAMVID_CACHE_DIR/objects`` (default ``~/.cache/streamvid/objects``), bounded by
   ``$STREAMVID_CACHE_MAX_BYTES`` (default 20G): after each download the least recently used copies
   that no reader holds are removed until it fits (``streamvid.library.cache``). A library reads
@@ -95,8 +97,9 @@ class LocalMemories:
         """The folder to load ``video_id``'s memory from."""
         return self.root / _check_id(video_id)
 
-    def checkout(self, video_id: str) -> CopyLease:
-        """``video_id``'s memory folder to read in place (a local folder is not a cache copy: no lock)."""
+    def checkout(self, video_id: str, *, lazy: bool = False) -> CopyLease:
+        """``video_id``'s memory folder to read in place (a local folder is whole and not a cache copy:
+        no lock, nothing to fetch, ``lazy`` changes nothing)."""
         return CopyLease(self.local_dir(video_id))
 
 
@@ -247,64 +250,81 @@ class ObjectMemories:
         return bool({"file", "local"} & set(protocol))
 
     # ---- a reader ------------------------------------------------------------------------
-    def checkout(self, video_id: str) -> CopyLease:
-        """``video_id``'s memory in the local cache (downloaded unless already there), held for reading:
-        no process evicts it until the lease is closed. Other unused copies may be evicted to make room."""
+    def checkout(self, video_id: str, *, lazy: bool = False) -> CopyLease:
+        """``video_id``'s memory in the local cache, held for reading: no process evicts it until the lease
+        is closed. The copy's manifest is fetched first; then every file it lists that is not there yet
+        (``lazy``: none — ``lease.fetch(name)`` brings one when it is first read, as ``SavedEvents`` does,
+        so a question downloads only the events it reads). Each file lands whole (a checked download
+        renamed into place), so a file present in a copy is a verified one. Other unused copies may be
+        evicted to keep the cache within its bound."""
         raw = self._read_remote_manifest(video_id)
         if raw is None:
             raise ObjectStoreError(self.url(video_id), f"no saved memory there ({MANIFEST} is missing: the video "
                                    "was never indexed into this store, or its upload did not finish); index it again")
-        key = hashlib.sha256(raw).hexdigest()[:16]
-        final = self.cache / f"{video_id}-{key}"
+        final = self.cache / f"{video_id}-{hashlib.sha256(raw).hexdigest()[:16]}"
         lease = self.copies.lease(final)
         try:
-            if not (final / MANIFEST).is_file():
-                self._fetch(video_id, raw, final)
+            placed = not (final / MANIFEST).is_file() and self._place_manifest(video_id, raw, final)
+            files = read_manifest(final)["files"]
+            missing = [] if lazy else [n for n in sorted(files) if not (final / n).is_file()]
+            for name in missing:
+                self._fetch_file(video_id, final, name, files[name])
+            if placed or missing:
                 self.copies.evict(keep=final)
         except BaseException:
             lease.close()
             raise
+        lease.fetch = lambda name: self._fetch_file(video_id, final, name, files[name])
         return lease
 
     def local_dir(self, video_id: str) -> Path:
-        """A local folder holding ``video_id``'s memory, downloaded into the cache unless already there.
+        """A local folder holding ``video_id``'s whole memory, downloaded into the cache unless already there.
         Not held: another download may evict it once the cache is full; ``checkout`` to read it in place."""
         with self.checkout(video_id) as lease:
             return lease.path
 
-    def _fetch(self, video_id: str, raw: bytes, final: Path) -> None:
+    def _place_manifest(self, video_id: str, raw: bytes, final: Path) -> bool:
+        """Put the copy's folder in place holding only its (checked) manifest; False if another reader did."""
         self.cache.mkdir(parents=True, exist_ok=True)
         tmp = self.cache / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            self._download(video_id, raw, tmp)
+            (tmp / MANIFEST).write_bytes(raw)
+            try:
+                read_manifest(tmp)  # format, version and every name checked before any is used as a path
+            except StreamvidError as exc:
+                raise ObjectStoreError(self.url(video_id, MANIFEST), f"not a streamvid memory manifest ({exc})"
+                                       ) from exc
             try:
                 os.rename(tmp, final)
             except OSError:
                 if not (final / MANIFEST).is_file():  # another reader placed it first, or a real failure
                     raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
+                return False
+            return True
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
-    def _download(self, video_id: str, raw: bytes, into: Path) -> None:
-        (into / MANIFEST).write_bytes(raw)
+    def _fetch_file(self, video_id: str, final: Path, name: str, info: dict[str, Any]) -> Path:
+        """Download one listed file into the copy: checked against the manifest, then renamed into place."""
+        dest = final / name
+        if dest.is_file():
+            return dest
+        url = self.url(video_id, name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
-            manifest = read_manifest(into)  # format, version and every name checked before any is used as a path
-        except StreamvidError as exc:
-            raise ObjectStoreError(self.url(video_id, MANIFEST), f"not a streamvid memory manifest ({exc})") from exc
-        for name, info in sorted(manifest["files"].items()):
-            url = self.url(video_id, name)
-            dest = into / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
             with self._io(url, "cannot download"):
                 try:
-                    self.fs.get_file(self._path(video_id, name), str(dest))
+                    self.fs.get_file(self._path(video_id, name), str(tmp))
                 except FileNotFoundError:
                     raise ObjectStoreError(url, f"missing (listed in {MANIFEST}); index the video again") from None
-            if not file_matches(dest, info):
-                raise ObjectStoreError(url, f"damaged: {dest.stat().st_size} bytes, not matching the size "
+            if not file_matches(tmp, info):
+                raise ObjectStoreError(url, f"damaged: {tmp.stat().st_size} bytes, not matching the size "
                                        f"({info['bytes']}) and checksum in {MANIFEST} (changed after indexing?); "
                                        "index the video again")
-        log.debug("fetched %s into %s", self.url(video_id), into)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.debug("fetched %s", url)
+        return dest

@@ -211,10 +211,11 @@ class MilvusStore:
         cache, downloaded if not there yet; not held, see ``checkout``)."""
         return self.memories_of(video_id).local_dir(video_id)
 
-    def checkout(self, video_id: str) -> CopyLease:
+    def checkout(self, video_id: str, *, lazy: bool = False) -> CopyLease:
         """One video's saved memory folder held for reading in place (``.path``; ``close()`` when done): a
-        cached object-store copy is not evicted while held."""
-        return self.memories_of(video_id).checkout(video_id)
+        cached object-store copy is not evicted while held; ``lazy``: its files are fetched when first read
+        through ``SavedEvents`` (``ObjectMemories.checkout``)."""
+        return self.memories_of(video_id).checkout(video_id, lazy=lazy)
 
     # ---- schema --------------------------------------------------------------------------
     def _ensure(self, dim: int) -> None:
