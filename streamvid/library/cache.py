@@ -115,12 +115,16 @@ class MemoryCache:
             raise
         return CopyLease(copy, fd)
 
+    def _stores(self) -> list[Path]:
+        """The per-store folders under the root (``<store hash>/``); nothing else there is the cache's."""
+        if not self.root.is_dir():
+            return []
+        return [d for d in self.root.iterdir() if _STORE.fullmatch(d.name) and d.is_dir()]
+
     def copies(self) -> list[tuple[Path, int, float]]:
         """Every complete copy under the root: (folder, bytes, last use), least recently used first."""
         out = []
-        for store in self.root.iterdir() if self.root.is_dir() else ():
-            if not (_STORE.fullmatch(store.name) and store.is_dir()):
-                continue
+        for store in self._stores():
             for copy in store.iterdir():
                 if _COPY.fullmatch(copy.name) and (copy / MANIFEST).is_file():
                     lock = self._lock_path(copy)
@@ -149,12 +153,11 @@ class MemoryCache:
         """Remove stale partial downloads, then unused copies (least recently used first, never ``keep``)
         until the cache is within its bound. Copies held by a reader stay, even over the bound.
         Returns the copies removed."""
-        for store in self.root.iterdir() if self.root.is_dir() else ():
-            if _STORE.fullmatch(store.name) and store.is_dir():
-                for p in store.iterdir():
-                    m = _PARTIAL.fullmatch(p.name)
-                    if m:  # a download that was killed: its copy's lock is free once nobody fetches it
-                        self._remove_unless_held(store / m.group(1), p)
+        for store in self._stores():
+            for p in store.iterdir():
+                m = _PARTIAL.fullmatch(p.name)
+                if m:  # a download that was killed: its copy's lock is free once nobody fetches it
+                    self._remove_unless_held(store / m.group(1), p)
         copies = self.copies()
         total = sum(c[1] for c in copies)
         removed = []

@@ -175,8 +175,8 @@ class SavedEvents:
             raise MemoryFormatError(f"{self.root}: damaged ({name} is not listed in the manifest)")
         p = self.root / name
         if name not in self._checked:
-            if self._lease is not None and self._lease.fetch is not None and not p.is_file():
-                self._lease.fetch(name)  # a cached copy checked out lazily: this file is first read now
+            if self._lease is not None and self._lease.fetch is not None:
+                self._lease.fetch(name)  # a lazily checked-out copy: brought here unless already present
             if not file_matches(p, self._files[name]):
                 raise MemoryFormatError(f"{self.root}: damaged ({name} is missing or does not match the manifest)")
             self._checked.add(name)
